@@ -1,0 +1,1 @@
+"""The built-in sidecars of sidecar-run, loaded through the same entry points as any plugin."""

@@ -1,0 +1,289 @@
+"""The ``sidecar-run`` command: argparse front end, exit codes, and the subcommands.
+
+``sidecar-run [options] [--config FILE] -- CMD ARGS...`` runs CMD under supervision. Subcommands
+(only as the first word): ``check``, ``plugins``, ``status``, ``demo``. Exit status: the app's
+own; 128+N when it died of signal N; 127/126 when CMD is not found / not executable; 2 for any
+config or usage error (one line on stderr, nothing started); 70 when a critical plugin failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import __version__
+from ._convert import parse_address, parse_duration, parse_signal
+from ._errors import ConfigError, SidecarError
+
+__all__ = ["build_run_parser", "main"]
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _checked(convert: Any, what: str) -> Any:
+    def check(text: str) -> str:
+        try:
+            convert(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+
+    check.__name__ = what
+    return check
+
+
+def _max_restarts(text: str) -> int | str:
+    if text == "unlimited":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"expected a whole number >= 0 or 'unlimited', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _admin(text: str) -> str:
+    if text != "off":
+        try:
+            parse_address(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _rewrite(text: str) -> tuple[str, str]:
+    source, sep, target = text.partition(":")
+    if not sep:
+        msg = f"expected FROM:TO, e.g. 'HUP:USR1' or 'WINCH:none', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        parse_signal(source)
+        if target.lower() not in ("none", "0"):
+            parse_signal(target)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return source, target
+
+
+def build_run_parser(prog: str = "sidecar-run") -> argparse.ArgumentParser:
+    """The options shared by a run and ``check`` (the reference docs are generated from it)."""
+    parser = _Parser(
+        prog=prog,
+        usage=f"{prog} [options] [--config FILE] -- CMD [ARGS...]",
+        description="Run CMD as a supervised child with in-process sidecars.",
+        allow_abbrev=False,
+    )
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="config file (.toml, .yaml); default $SIDECAR_CONFIG")
+    add("--restart", choices=["never", "on-failure", "always"], help="restart policy (restart.policy)")
+    add("--max-restarts", type=_max_restarts, metavar="N",
+        help="give up after N restarts in a row without a stable run, or 'unlimited'")
+    add("--restart-delay", type=_checked(parse_duration, "duration"), metavar="DURATION",
+        help="first backoff step, e.g. 1s or 500ms (restart.delay)")
+    add("--start-seconds", type=_checked(parse_duration, "duration"), metavar="DURATION",
+        help="how long the app must run to count as started (restart.start_seconds)")
+    add("--stop-signal", type=_checked(parse_signal, "signal"), metavar="SIG",
+        help="signal that asks the app to stop, e.g. TERM, QUIT (stop.signal)")
+    add("--stop-timeout", type=_checked(parse_duration, "duration"), metavar="DURATION",
+        help="the shutdown deadline; SIGKILL to the app's group after it (stop.timeout)")
+    add("--pre-stop-delay", type=_checked(parse_duration, "duration"), metavar="DURATION",
+        help="keep serving this long after readiness turns false (stop.pre_stop_delay)")
+    add("--forward-to", choices=["group", "child"],
+        help="send forwarded signals to the app's process group or the app alone")
+    add("--rewrite", type=_rewrite, action="append", metavar="FROM:TO",
+        help="rewrite a forwarded signal, e.g. HUP:USR1; TO 'none' drops it (repeatable)")
+    add("--admin", type=_admin, metavar="ADDR|off",
+        help="admin listener: HOST:PORT, unix:PATH, or off (plugins.admin.listen)")
+    add("--user", metavar="USER", help="run the app as this user (name or uid)")
+    add("--group", metavar="GROUP", help="run the app with this group (name or gid)")
+    add("--workdir", metavar="DIR", help="run the app in this directory (app.working_dir)")
+    add("--output", choices=["auto", "pipe", "pty", "inherit"],
+        help="how the app's stdout/stderr are carried (output.mode)")
+    add("--no-subreaper", action="store_true", default=None,
+        help="do not register as child subreaper (orphans then go to PID 1)")
+    add("--log-level", choices=["debug", "info", "warning", "error", "critical"],
+        help="level of the runtime's own logs (default warning)")
+    add("--log-format", choices=["json", "console", "auto"],
+        help="json, console, or auto: console on a terminal, else json")
+    add("--log-file", metavar="FILE", help="write the runtime's logs here instead of stderr")
+    add("--version", action="version", version=f"sidecar-run {__version__}")
+    return parser
+
+
+_FLAG_KEYS = {
+    "restart": "restart.policy",
+    "max_restarts": "restart.max_restarts",
+    "restart_delay": "restart.delay",
+    "start_seconds": "restart.start_seconds",
+    "stop_signal": "stop.signal",
+    "stop_timeout": "stop.timeout",
+    "pre_stop_delay": "stop.pre_stop_delay",
+    "forward_to": "signals.forward_to",
+    "user": "app.user",
+    "group": "app.group",
+    "workdir": "app.working_dir",
+    "output": "output.mode",
+    "log_level": "log.level",
+    "log_format": "log.format",
+    "log_file": "log.file",
+}
+
+
+def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, None
+
+
+def parse_run_args(
+    argv: Sequence[str], prog: str = "sidecar-run"
+) -> tuple[str | None, dict[str, Any]]:
+    """Parse a run's flags; return the config path and the overrides they make."""
+    options, command = _split_command(argv)
+    parser = build_run_parser(prog)
+    if command is None:
+        parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(options)
+    if command is None:
+        command = args.command or None
+    overrides: dict[str, Any] = {}
+    for attr, key in _FLAG_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides[key] = value
+    if args.no_subreaper:
+        overrides["subreaper"] = False
+    if args.rewrite:
+        overrides["signals.rewrite"] = dict(args.rewrite)
+    if args.admin == "off":
+        overrides["plugins.admin.enabled"] = False
+    elif args.admin is not None:
+        overrides["plugins.admin.listen"] = args.admin
+    if command is not None:
+        if not command:
+            parser.error("no command after '--'")
+        overrides["app.command"] = command
+    return args.config, overrides
+
+
+def _reserve_std_fds() -> bool:
+    """Open /dev/null on closed fds 0-2 so nothing of ours lands there. True if stdin was closed."""
+    closed_stdin = False
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR if fd else os.O_RDONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)
+            closed_stdin = closed_stdin or fd == 0
+    return closed_stdin
+
+
+def _fail(err: SidecarError) -> int:
+    sys.stderr.write(f"sidecar-run: {err}\n")
+    sys.stderr.flush()
+    return err.exit_code
+
+
+def _first_sidecar_error(exc: BaseException) -> SidecarError | None:
+    if isinstance(exc, SidecarError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_sidecar_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def run(argv: Sequence[str]) -> int:
+    """``sidecar-run [options] -- CMD``: the main job."""
+    stdin_closed = _reserve_std_fds()
+    from ._config import load_config
+
+    path, overrides = parse_run_args(argv)
+    origins: dict[str, str] = {}
+    try:
+        config = load_config(path, overrides=overrides, origins=origins)
+        if not config.app.command:
+            msg = "no command to run: give one after '--' or set app.command in the config"
+            raise ConfigError(msg)
+        from ._logging import configure_logging
+
+        configure_logging(config.log.level, config.log.format, config.log.file)
+        from ._plugins import load_plugins
+
+        plugins = load_plugins(config, origins=origins)
+        from ._runtime import Runtime
+        from ._supervisor import resolve_user
+
+        try:
+            resolve_user(config.app.user, config.app.group)
+        except ValueError as err:
+            msg = f"app.user/app.group: {err}"
+            raise ConfigError(msg) from None
+    except SidecarError as err:
+        return _fail(err)
+    import anyio
+
+    holder: list[Runtime] = []
+
+    async def main() -> int:
+        runtime = Runtime(config, plugins, stdin_closed=stdin_closed)
+        holder.append(runtime)
+        return await runtime.run()
+
+    try:
+        status = anyio.run(main, backend="asyncio")
+    except BaseException as exc:  # noqa: BLE001 - mapped to exit codes in this one place
+        err = _first_sidecar_error(exc)
+        if err is not None:
+            return _fail(err)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        raise
+    spawn_error = holder[0].supervisor.spawn_error
+    if spawn_error is not None:
+        return _fail(spawn_error)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``sidecar-run`` console script and ``python -m sidecar_runtime``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in _SUBCOMMANDS:
+            from . import _commands
+
+            code = getattr(_commands, _SUBCOMMANDS[args[0]])(args[1:])
+        else:
+            code = run(args)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+_SUBCOMMANDS = {
+    "check": "check",
+    "plugins": "plugins",
+    "status": "status",
+    "demo": "demo",
+}

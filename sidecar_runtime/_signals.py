@@ -1,0 +1,101 @@
+"""Signal policy: what the runtime does with each signal it receives.
+
+SIGTERM and SIGINT start the graceful stop (a second one escalates to SIGKILL); every other
+catchable signal is forwarded to the app exactly once, to its process group or to it alone,
+optionally rewritten (dumb-init's ``--rewrite``; rewriting to ``none`` drops it). SIGWINCH first
+copies the terminal size to the app's pty. SIGTSTP, SIGTTIN and SIGTTOU are forwarded and then
+the runtime stops itself, as a shell job would. Handlers are installed for all of them, so as
+PID 1 (where the kernel drops signals without a handler) nothing is ignored by accident.
+
+Not handled: SIGCHLD (the reaper's), SIGKILL/SIGSTOP (uncatchable), the synchronous fault
+signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT), and SIGPIPE and SIGXFSZ,
+which the runtime would raise against itself when its own output breaks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Mapping
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._convert import signal_name
+
+__all__ = ["FORWARDED_SIGNALS", "SignalPolicy"]
+
+_NOT_HANDLED = {
+    signal.SIGCHLD,
+    signal.SIGKILL,
+    signal.SIGSTOP,
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGTRAP,
+    signal.SIGSYS,
+    signal.SIGABRT,
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+}
+#: Every signal the runtime installs a handler for.
+FORWARDED_SIGNALS: tuple[int, ...] = tuple(
+    sorted(int(s) for s in signal.valid_signals() if s not in _NOT_HANDLED)
+)
+_STOP_SIGNALS = {int(signal.SIGTERM), int(signal.SIGINT)}
+_JOB_CONTROL = {int(signal.SIGTSTP), int(signal.SIGTTIN), int(signal.SIGTTOU)}
+
+
+class SignalPolicy:
+    """Receives signals and acts on them through the callbacks it is given."""
+
+    def __init__(
+        self,
+        *,
+        rewrite: Mapping[int, int],
+        forward: Callable[[int], bool],
+        stop: Callable[[int], None],
+        escalate: Callable[[], None],
+        on_winch: Callable[[], None],
+        log: object,
+    ) -> None:
+        self.rewrite = dict(rewrite)
+        self._forward = forward
+        self._stop = stop
+        self._escalate = escalate
+        self._on_winch = on_winch
+        self._log = log
+        self.stopping = False
+        self.received: dict[int, int] = {}
+
+    def handle(self, sig: int) -> None:
+        """Act on one received signal."""
+        self.received[sig] = self.received.get(sig, 0) + 1
+        log = self._log
+        if sig in _STOP_SIGNALS:
+            if self.stopping:
+                log.warning("signal_escalated", signal=signal_name(sig))  # type: ignore[attr-defined]
+                self._escalate()
+            else:
+                self.stopping = True
+                log.info("signal_received", signal=signal_name(sig), action="stop")  # type: ignore[attr-defined]
+                self._stop(self.rewrite.get(sig, sig) if sig == signal.SIGINT else sig)
+            return
+        target = self.rewrite.get(sig, sig)
+        if sig == signal.SIGWINCH:
+            self._on_winch()
+        if target:
+            sent = self._forward(target)
+            log.debug(  # type: ignore[attr-defined]
+                "signal_forwarded", signal=signal_name(sig), sent=signal_name(target), delivered=sent
+            )
+        if sig in _JOB_CONTROL and os.getpid() != 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Install the handlers and act on signals until cancelled."""
+        with anyio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
+            task_status.started()
+            async for sig in signals:
+                self.handle(int(sig))
