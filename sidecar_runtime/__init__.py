@@ -29,9 +29,9 @@ from ._events import StateChanged as StateChanged
 from ._events import Subscription as Subscription
 from ._http import Request as Request
 from ._http import Response as Response
-from ._reaper import Child as Child
 from ._readiness import CheckResult as CheckResult
 from ._readiness import Readiness as Readiness
+from ._reaper import Child as Child
 from ._restart import ExitStatus as ExitStatus
 from ._state import AppState as AppState
 from ._supervisor import AppStats as AppStats
@@ -61,10 +61,13 @@ __all__ = [
     "Response",
     "RuntimeStats",
     "ShutdownStarted",
-    "Signal",
     "SidecarError",
+    "Signal",
     "SpawnError",
     "StateChanged",
     "Subscription",
     "__version__",
+    "parse_address",
+    "parse_duration",
+    "parse_signal",
 ]

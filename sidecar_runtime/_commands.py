@@ -13,8 +13,8 @@ from http.client import HTTPConnection
 from importlib.resources import files
 from typing import Any
 
-from ._cli import _fail, _Parser, parse_run_args, run
-from ._convert import Address, parse_address
+from ._cli import _checked, _fail, _Parser, check_environment, parse_run_args, run
+from ._convert import Address, parse_address, parse_duration
 from ._errors import ConfigError, SidecarError
 
 __all__ = ["check", "demo", "plugins", "status"]
@@ -25,11 +25,16 @@ def check(argv: Sequence[str]) -> int:
     from ._config import load_config
     from ._plugins import load_plugins
 
-    path, overrides = parse_run_args(argv, prog="sidecar-run check")
+    path, overrides = parse_run_args(
+        argv,
+        prog="sidecar-run check",
+        description="Validate the config (file, environment, flags) and print it resolved.",
+    )
     origins: dict[str, str] = {}
     try:
         config = load_config(path, overrides=overrides, origins=origins)
         specs = load_plugins(config, origins=origins)
+        check_environment(config, origins)
     except SidecarError as err:
         return _fail(err)
     data = config.to_builtins()
@@ -54,7 +59,7 @@ def plugins(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     from ._plugins import discover
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, ep in sorted(discover().items()):
         dist = ep.dist
         rows.append(
@@ -83,8 +88,12 @@ class _UnixHTTPConnection(HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -133,11 +142,15 @@ def format_status(data: dict[str, Any]) -> str:
     last = data.get("last_exit")
     if last:
         how = f"signal {last['signal']}" if last.get("signal") else f"code {last['code']}"
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"])) if last.get("at") else ""
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"])) if last.get("at") else ""
+        )
         last_text = f"{how} at {when}"
     else:
         last_text = "-"
-    lines.append(f"starts:   {data['starts']} ({data['restarts']} restarts), last exit: {last_text}")
+    lines.append(
+        f"starts:   {data['starts']} ({data['restarts']} restarts), last exit: {last_text}"
+    )
     plugin_parts = []
     for name, info in sorted((data.get("plugins") or {}).items()):
         extra = f", {info['restarts']} restarts" if info.get("restarts") else ""
@@ -160,24 +173,36 @@ def status(argv: Sequence[str]) -> int:
     parser.add_argument("--admin", metavar="ADDR", help="admin listener (default: from config)")
     parser.add_argument("--config", metavar="FILE", help="read the admin address from this config")
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    parser.add_argument(
+        "--timeout",
+        type=_checked(parse_duration, "duration"),
+        default="5s",
+        metavar="DURATION",
+        help="how long to wait for an answer (default 5s)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.admin:
             text = args.admin
         else:
             config = load_config(args.config)
-            text = config.plugins.get("admin", {}).get("listen") or "127.0.0.1:9901"
+            admin = config.plugins.get("admin", {})
+            if admin.get("enabled", True) is False:
+                msg = "the admin listener is disabled in the config (plugins.admin.enabled)"
+                raise ConfigError(msg)
+            text = admin.get("listen") or "127.0.0.1:9901"
         address = parse_address(text)
     except ValueError as err:
         return _fail(ConfigError(f"--admin: {err}"))
     except SidecarError as err:
         return _fail(err)
     try:
-        data = fetch_status(address, args.timeout)
+        data = fetch_status(address, parse_duration(args.timeout))
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        sys.stderr.write(f"sidecar-run status: cannot reach the admin listener at {address}: {reason}\n")
+        sys.stderr.write(
+            f"sidecar-run status: cannot reach the admin listener at {address}: {reason}\n"
+        )
         return 1
     sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else format_status(data))
     return 0
@@ -193,15 +218,26 @@ def _free_port() -> int:
 def demo(argv: Sequence[str]) -> int:
     """``sidecar-run demo [--seconds N]``: the example legacy app under the default config."""
     parser = _Parser(prog="sidecar-run demo", description="Run the bundled legacy app demo.")
-    parser.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--seconds",
+        type=_checked(parse_duration, "duration"),
+        metavar="DURATION",
+        help="stop the demo after this long, e.g. 30s (default: run until Ctrl-C)",
+    )
     parser.add_argument("--port", type=int, default=None, help="the legacy app's port")
-    parser.add_argument("--admin", default="127.0.0.1:9901", help="admin listener address")
+    parser.add_argument(
+        "--admin",
+        type=_checked(parse_address, "address"),
+        default="127.0.0.1:9901",
+        metavar="ADDR",
+        help="admin listener address (default 127.0.0.1:9901)",
+    )
     args = parser.parse_args(argv)
     port = args.port or _free_port()
     app = str(files("sidecar_runtime") / "demo" / "legacy_app.py")
     os.environ["LEGACY_APP_PORT"] = str(port)
     if args.seconds:
-        os.environ["LEGACY_APP_EXIT_AFTER"] = str(args.seconds)
+        os.environ["LEGACY_APP_EXIT_AFTER"] = str(parse_duration(args.seconds))
     sys.stderr.write(
         f"sidecar-run demo: legacy app on http://127.0.0.1:{port}/ "
         f"(restarted if it crashes: GET /crash), runtime status on http://{args.admin}/status; "

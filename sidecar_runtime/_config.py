@@ -39,7 +39,7 @@ T = TypeVar("T")
 _STRUCT = {"frozen": True, "forbid_unknown_fields": True, "kw_only": True}
 
 
-class AppConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+class AppConfig(msgspec.Struct, **_STRUCT):
     """``[app]``: what to run."""
 
     command: list[str] = []
@@ -54,7 +54,7 @@ class AppConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
             raise ValueError(msg)
 
 
-class RestartConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+class RestartConfig(msgspec.Struct, **_STRUCT):
     """``[restart]``: when the app is started again (supervisord's vocabulary)."""
 
     policy: Literal["never", "on-failure", "always"] = "never"
@@ -71,10 +71,10 @@ class RestartConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
         if isinstance(self.max_restarts, int) and self.max_restarts < 0:
             msg = f"max_restarts must be >= 0 or 'unlimited', got {self.max_restarts}"
             raise ValueError(msg)
-        if self.multiplier < 1:
+        if not self.multiplier >= 1 or self.multiplier == float("inf"):
             msg = f"multiplier must be >= 1, got {self.multiplier}"
             raise ValueError(msg)
-        if not 0 <= self.jitter <= 1:
+        if not 0 <= self.jitter <= 1:  # also rejects nan
             msg = f"jitter must be within 0..1, got {self.jitter}"
             raise ValueError(msg)
         if any(not 0 <= c <= 255 for c in self.exit_codes):
@@ -82,7 +82,7 @@ class RestartConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
             raise ValueError(msg)
 
 
-class StopConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+class StopConfig(msgspec.Struct, **_STRUCT):
     """``[stop]``: how the app is stopped, against one deadline."""
 
     signal: Signal = Signal(15)
@@ -98,7 +98,7 @@ class StopConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
             raise ValueError(msg)
 
 
-class SignalsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+class SignalsConfig(msgspec.Struct, **_STRUCT):
     """``[signals]``: which process gets forwarded signals, and rewrites (dumb-init style)."""
 
     forward_to: Literal["group", "child"] = "group"
@@ -125,7 +125,7 @@ class SignalsConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
         }
 
 
-class OutputConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+class OutputConfig(msgspec.Struct, **_STRUCT):
     """``[output]``: how the app's stdout and stderr are carried."""
 
     mode: Literal["auto", "pipe", "pty", "inherit"] = "auto"
@@ -142,7 +142,7 @@ class OutputConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
             raise ValueError(msg)
 
 
-class LogConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+class LogConfig(msgspec.Struct, **_STRUCT):
     """``[log]``: the runtime's own logs (never on the app's stdout)."""
 
     level: Literal["debug", "info", "warning", "error", "critical"] = "warning"
@@ -150,7 +150,7 @@ class LogConfig(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
     file: str | None = None
 
 
-class Config(msgspec.Struct, **_STRUCT):  # type: ignore[call-arg]
+class Config(msgspec.Struct, **_STRUCT):
     """The whole runtime configuration."""
 
     app: AppConfig = AppConfig()
@@ -250,16 +250,23 @@ def _env_value(text: str) -> Any:
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[list[str], Any]]:
-    """``SIDECAR_RESTART__POLICY=always`` → ``{"SIDECAR_RESTART__POLICY": (["restart", "policy"], "always")}``."""
+    """Map ``SIDECAR_RESTART__POLICY=always`` to ``(["restart", "policy"], "always")``."""
     found: dict[str, tuple[list[str], Any]] = {}
     for name, text in environ.items():
         if not name.startswith(_ENV_PREFIX) or name in _ENV_IGNORED:
             continue
-        parts = [p.lower() for p in name[len(_ENV_PREFIX) :].split("__")]
+        raw = name[len(_ENV_PREFIX) :].split("__")
+        parts = [p.lower() for p in raw]
+        keep_text = parts[:2] == ["app", "env"]
+        if keep_text:  # the app's own variables: names keep their case, values stay text
+            parts[2:] = raw[2:]
         if not all(parts):
-            msg = f"environment variable {name}: use SIDECAR_SECTION__KEY, e.g. SIDECAR_RESTART__POLICY"
+            msg = (
+                f"environment variable {name}: "
+                "use SIDECAR_SECTION__KEY, e.g. SIDECAR_RESTART__POLICY"
+            )
             raise ConfigError(msg)
-        found[name] = (parts, _env_value(text))
+        found[name] = (parts, text if keep_text else _env_value(text))
     return found
 
 
@@ -304,14 +311,29 @@ def _lookup(tree: Any, path: str) -> tuple[bool, Any]:
     return True, node
 
 
+def _precedence(origin: str) -> int:
+    if origin == "command line":
+        return 3
+    if origin.startswith("environment variable"):
+        return 2
+    return 0 if origin == "defaults" else 1
+
+
 def _origin_of(path: str, origins: Mapping[str, str]) -> str:
+    """Where the value at ``path`` (or below it) came from: the highest layer that set it."""
+    path = re.sub(r"\[\d+\]", "", path)
     probe = path
-    while probe:
-        if probe in origins:
-            return origins[probe]
+    while True:
+        found = [o for p, o in origins.items() if p == probe or p.startswith(probe + ".")]
+        if probe == "" and not found:
+            return "config"
+        if found:
+            return max(found, key=_precedence)
         probe = probe.rpartition(".")[0]
-    hits = {o for p, o in origins.items() if p.startswith(path + ".") or not path}
-    return hits.pop() if len(hits) == 1 else "config"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def decode_struct(
@@ -328,7 +350,7 @@ def decode_struct(
         where = where.rstrip("`")
         key = (prefix + where).lstrip(".")
         extra = ""
-        unknown = re.fullmatch(r"Object contains unknown field `(.*)`", detail)
+        unknown = re.fullmatch(r"Object contains unknown field `(.*)`", detail, re.DOTALL)
         if unknown:
             key = f"{key}.{unknown.group(1)}".lstrip(".")
             detail = "unknown key"
@@ -339,7 +361,7 @@ def decode_struct(
         source = _origin_of(key, origins or {})
         key_text = f"{key}: " if key else ""
         msg = f"{source}: {key_text}{detail}{extra}"
-        raise ConfigError(msg) from None
+        raise ConfigError(_one_line(msg)) from None
 
 
 def load_config(

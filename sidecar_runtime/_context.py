@@ -105,7 +105,6 @@ class Services(msgspec.Struct, eq=False):
     hooks: list[tuple[str, ShutdownHook]] = msgspec.field(default_factory=list)
     started_at: float = msgspec.field(default_factory=time.time)
     _registry: CollectorRegistry | None = None
-    dropped_lines: int = 0
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -200,7 +199,7 @@ class PluginContext:
         )
 
     def subscribe_events(self, max_buffer: int = 256) -> Subscription[Event]:
-        """Lifecycle events (state changes, starts, exits, shutdown). Full buffer: dropped, counted."""
+        """Lifecycle events: state changes, starts, exits, shutdown. Dropped (counted) if full."""
         sub = self._services.events.subscribe(max_buffer, "drop")
         self._subs.append(sub)
         return sub
@@ -267,7 +266,7 @@ class PluginContext:
             orphans_reaped=s.reaper.orphans_reaped,
             output_bytes={k: v.bytes for k, v in s.output_stats.items()},
             output_lines={k: v.lines for k, v in s.output_stats.items()},
-            output_dropped=s.dropped_lines,
+            output_dropped=s.output.dropped,
             plugins=s.plugin_infos(),
             shutting_down=s.shutdown.is_set(),
         )
@@ -277,8 +276,6 @@ class PluginContext:
         for route in self._routes:
             self._services.routes.remove(route)
         for sub in self._subs:
-            if sub.dropped:
-                self._services.dropped_lines += sub.dropped
             sub.close()
         for hook in self._hooks:
             if hook in self._services.hooks:

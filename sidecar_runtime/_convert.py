@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import signal
-import msgspec
 from typing import Literal
+
+import msgspec
 
 __all__ = [
     "Address",
@@ -34,14 +35,18 @@ def parse_duration(value: object) -> float:
         msg = f"expected a duration like '10s', '500ms' or a number of seconds, got {value!r}"
         raise ValueError(msg)
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            msg = f"invalid duration {value!r}: too large"
+            raise ValueError(msg) from None
     elif isinstance(value, str):
         text = value.strip()
         try:
             seconds = float(text)
         except ValueError:
             pos, seconds = 0, 0.0
-            for match in _DURATION_RE.finditer(text):
+            for match in _DURATION_RE.finditer(text) if text.isascii() else ():
                 if match.start() != pos:
                     break
                 seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
@@ -82,7 +87,7 @@ def parse_signal(value: object) -> signal.Signals:
         raise ValueError(msg)
     if isinstance(value, str):
         text = value.strip().upper()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             value = int(text)
         else:
             name = text if text.startswith("SIG") else "SIG" + text
@@ -146,7 +151,7 @@ def parse_address(value: str) -> Address:
     elif ":" in host:
         msg = f"invalid address {value!r}: write IPv6 hosts in brackets, e.g. '[::1]:9901'"
         raise ValueError(msg)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         msg = f"invalid address {value!r}: port must be a number in 0..65535"
         raise ValueError(msg)
     return Address("tcp", host=host or "0.0.0.0", port=int(port_text))  # noqa: S104

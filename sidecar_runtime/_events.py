@@ -123,6 +123,7 @@ class Hub(Generic[T]):
     def __init__(self) -> None:
         self._subs: list[Subscription[T]] = []
         self._closed = False
+        self.dropped = 0  # over all subscribers, ever
 
     def subscribe(
         self, max_buffer: int = 1024, overflow: Literal["drop", "block"] = "drop"
@@ -153,6 +154,7 @@ class Hub(Generic[T]):
                 sub._send.send_nowait(item)
             except anyio.WouldBlock:
                 sub.dropped += 1
+                self.dropped += 1
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._remove(sub)
 
@@ -166,6 +168,7 @@ class Hub(Generic[T]):
                     sub._send.send_nowait(item)
             except anyio.WouldBlock:
                 sub.dropped += 1
+                self.dropped += 1
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._remove(sub)
 

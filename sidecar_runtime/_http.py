@@ -9,9 +9,10 @@ to non-loopback clients unless a token is configured.
 from __future__ import annotations
 
 import json
-import msgspec
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
+
+import msgspec
 
 __all__ = ["Handler", "Request", "Response", "Route", "RouteTable"]
 

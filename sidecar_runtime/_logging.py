@@ -8,17 +8,18 @@ does not pay for it at start-up (see ``bench/startup.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
-__all__ = ["Logger", "configure_logging", "get_logger"]
+__all__ = ["Logger", "configure_logging", "flush_logs", "get_logger"]
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 class _Settings:
-    level = LEVELS["info"]
+    level = LEVELS["warning"]
     fmt = "auto"
     stream: IO[str] | None = None
     configured = False  # structlog.configure() was called by us
@@ -49,6 +50,13 @@ def configure_logging(
     return stream
 
 
+def flush_logs() -> None:
+    """Flush the log stream (before the command exits without interpreter teardown)."""
+    if _settings.stream is not None:
+        with contextlib.suppress(OSError, ValueError):
+            _settings.stream.flush()
+
+
 def _isatty(stream: IO[str]) -> bool:
     try:
         return os.isatty(stream.fileno())
@@ -76,7 +84,7 @@ def _configure_structlog() -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_settings.level),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=cast("TextIO", stream)),
         cache_logger_on_first_use=False,
     )
     _settings.configured = True
@@ -99,7 +107,7 @@ class Logger:
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if LEVELS[level] < _settings.level:
             return
-        if _settings.stream is not None and not _settings.configured:
+        if not _settings.configured:
             _configure_structlog()
         import structlog
 

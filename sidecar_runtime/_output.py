@@ -174,7 +174,9 @@ class PreparedOutput(msgspec.Struct):
 
     child_stdout: int | None = None
     child_stderr: int | None = None
-    ours: list[tuple[str, int, int | None]] = msgspec.field(default_factory=list)  # name, fd, target
+    ours: list[tuple[str, int, int | None]] = msgspec.field(
+        default_factory=list
+    )  # name, fd, target
     child_ends: list[int] = msgspec.field(default_factory=list)
 
 
@@ -196,7 +198,7 @@ class OutputCapture:
         """Decide each stream's mode for the next run and create its pipe or pty."""
         prepared = PreparedOutput()
         targets = {"stdout": 1, "stderr": 2}
-        ids = {}
+        ids: dict[str, tuple[int, int] | None] = {}
         for name, fd in targets.items():
             try:
                 st = os.fstat(fd)
@@ -286,7 +288,8 @@ class OutputCapture:
             os.close(fd)
         for _, fd, _ in prepared.ours:
             os.close(fd)
-        self._ptys = [(m, t) for m, t in self._ptys if m not in {fd for _, fd, _ in prepared.ours}]
+        ours = {fd for _, fd, _ in prepared.ours}
+        self._ptys = [(m, t) for m, t in self._ptys if m not in ours]
 
     async def _pump(self, channel: Channel) -> None:
         try:
@@ -295,13 +298,13 @@ class OutputCapture:
             self._channels.remove(channel)
             self._ptys = [(m, t) for m, t in self._ptys if m != channel.fd]
 
-    async def drain(self, channels: list[Channel], timeout: float) -> None:
+    async def drain(self, channels: list[Channel], grace: float) -> None:
         """Wait up to ``timeout`` for EOF on ``channels``, then read what is left and close.
 
         Everything the app wrote before it exited is already in the pipe, so it is never lost;
-        the timeout only bounds waiting for descendants that still hold the pipe open.
+        ``grace`` only bounds waiting for descendants that still hold the pipe open.
         """
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(grace):
             for channel in channels:
                 await channel.eof.wait()
         for channel in channels:
@@ -309,7 +312,7 @@ class OutputCapture:
         for channel in channels:
             await channel.done.wait()
 
-    async def close(self, timeout: float) -> None:
+    async def close(self, grace: float) -> None:
         """Drain every channel still open (also those of earlier runs), then end the hub."""
-        await self.drain(list(self._channels), timeout)
+        await self.drain(list(self._channels), grace)
         self.hub.close()

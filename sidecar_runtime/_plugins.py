@@ -68,9 +68,6 @@ def load_plugins(config: Config, *, origins: Mapping[str, str] | None = None) ->
     available = discover()
     specs: list[PluginSpec] = []
     for name, raw in tables.items():
-        if not isinstance(raw, dict):
-            msg = f"plugins.{name}: expected a table, got {raw!r}"
-            raise ConfigError(msg)
         table = dict(raw)
         flags = {}
         for key in _RESERVED:
@@ -89,7 +86,9 @@ def load_plugins(config: Config, *, origins: Mapping[str, str] | None = None) ->
         try:
             cls = available[name].load()
         except Exception as err:
-            msg = f"plugin {name!r} ({available[name].value}) cannot be loaded: {describe_error(err)}"
+            msg = (
+                f"plugin {name!r} ({available[name].value}) cannot be loaded: {describe_error(err)}"
+            )
             raise PluginError(msg) from err
         plugin_config_type = getattr(cls, "Config", None)
         if plugin_config_type is None or not callable(getattr(cls, "run", None)):
@@ -173,14 +172,17 @@ class PluginRunner(msgspec.Struct, eq=False):
             self.state = "starting"
             began = time.monotonic()
             try:
-                plugin = self.spec.cls(self.spec.config)
-                async with anyio.create_task_group() as tg:
-                    await tg.start(_run_plugin, plugin, ctx)
-                    self.state = "running"
-                    log.info("plugin_started", restarts=self.restarts)
-                    if first:
-                        first = False
-                        task_status.started()
+                try:
+                    plugin = self.spec.cls(self.spec.config)
+                    async with anyio.create_task_group() as tg:
+                        await tg.start(_run_plugin, plugin, ctx)
+                        self.state = "running"
+                        log.info("plugin_started", restarts=self.restarts)
+                        if first:
+                            first = False
+                            task_status.started()
+                finally:
+                    ctx._close()  # routes, subscriptions and hooks go with the run, at once
             except Exception as err:
                 error = describe_error(err)
                 self.last_error = error
@@ -206,8 +208,6 @@ class PluginRunner(msgspec.Struct, eq=False):
                 await anyio.sleep(delay)
                 self.restarts += 1
                 continue
-            finally:
-                ctx._close()
             self.state = "finished"
             log.info("plugin_finished")
             if first:

@@ -26,12 +26,19 @@ __all__ = ["Child", "Reaper", "set_child_subreaper"]
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def set_child_subreaper() -> bool:
     """Make orphaned descendants re-parent to this process (Linux ``prctl``). True on success."""
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
+        return libc is not None and bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except AttributeError:
         return False
 
 
@@ -115,8 +122,25 @@ class Reaper:
                 if self._on_orphan is not None:
                     self._on_orphan(pid, exit_status)
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Handle SIGCHLD until cancelled. Ready (``started``) once the handler is installed."""
+    async def run(
+        self,
+        *,
+        own_sigchld: bool = True,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Handle SIGCHLD until cancelled. Ready (``started``) once the handler is installed.
+
+        ``own_sigchld=False``: the caller installs the SIGCHLD handler and calls :meth:`reap`
+        on every SIGCHLD (the runtime's signal task does).
+        """
+        if not own_sigchld:
+            self._running = True
+            try:
+                self.reap()
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                self._running = False
         with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
             self._running = True
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import random
+
 import msgspec
 
 __all__ = ["Decision", "ExitStatus", "RestartDecision", "RestartTracker", "backoff_delay"]
@@ -52,7 +53,13 @@ class RestartDecision(msgspec.Struct, frozen=True):
 
 
 def backoff_delay(
-    step: int, *, initial: float, maximum: float, multiplier: float, jitter: float, rng: random.Random
+    step: int,
+    *,
+    initial: float,
+    maximum: float,
+    multiplier: float,
+    jitter: float,
+    rng: random.Random,
 ) -> float:
     """Delay before restart number ``step`` (1-based) of a streak.
 

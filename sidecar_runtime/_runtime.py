@@ -13,6 +13,7 @@ deadline of ``stop.timeout``:
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -33,7 +34,7 @@ from ._output import OutputCapture
 from ._plugins import PluginRunner, PluginSpec
 from ._readiness import Readiness
 from ._reaper import Reaper, set_child_subreaper
-from ._signals import SignalPolicy
+from ._signals import SignalPolicy, take_early_signals
 from ._state import AppState
 from ._supervisor import AppSupervisor
 
@@ -99,6 +100,7 @@ class Runtime:
             escalate=self.supervisor.kill,
             on_winch=self.capture.sync_winsize,
             log=self.log,
+            on_child=self.reaper.reap,
         )
         self.routes.add("GET", "/status", self._status, owner="core")
         self.readiness.set("app", False, "not started")
@@ -106,6 +108,8 @@ class Runtime:
         self._shutdown_reason: str | None = None
         self._stop_sig: int | None = None
         self._critical_failure: str | None = None
+        self._stopped_by: int | None = None
+        self._notified_ready = False
         self._deadline: float | None = None
         self._wake = anyio.Event()
 
@@ -121,20 +125,29 @@ class Runtime:
         self.log.debug("orphan_reaped", pid=pid, returncode=status.returncode)
 
     def _on_state(self, state: AppState) -> None:
-        self.readiness.set("app", state is AppState.RUNNING, state.value)
         if self.notifier.enabled:
             self.notifier.notify(STATUS=f"app {state.value.lower()}")
+        self.readiness.set("app", state is AppState.RUNNING, state.value)
         if state.is_terminal:
             self._wake.set()
 
     def _on_ready_change(self, ready: bool) -> None:
-        if ready and self.notifier.enabled and not self.readiness.shutting_down:
+        if ready and self.notifier.enabled and not self._notified_ready:
+            self._notified_ready = True  # READY=1 once: systemd's start-up is over
             self.notifier.notify(READY=1, STATUS="app ready")
+        elif (
+            self.notifier.enabled
+            and self.supervisor.state is AppState.RUNNING
+            and not self.readiness.shutting_down
+        ):
+            # a probe changed readiness while the app runs; state changes say the rest
+            self.notifier.notify(STATUS="app ready" if ready else "app running, not ready")
         self.log.info("readiness_changed", ready=ready)
 
-    def _stop_signal_received(self, sig: int) -> None:
-        sent = int(self.config.stop.signal) if sig == signal.SIGTERM else sig
-        self.request_shutdown(f"received SIG{signal_name(sig)}", stop_signal=sent)
+    def _stop_signal_received(self, received: int, target: int) -> None:
+        self._stopped_by = self._stopped_by or received
+        sent = int(self.config.stop.signal) if received == signal.SIGTERM else target
+        self.request_shutdown(f"received SIG{signal_name(received)}", stop_signal=sent or None)
 
     def _critical_failed(self, name: str, error: str) -> None:
         self._critical_failure = f"critical plugin {name!r} failed: {error}"
@@ -148,7 +161,22 @@ class Runtime:
         self._stop_sig = stop_signal
         self._deadline = time.monotonic() + self.config.stop.timeout
         self.signals.stopping = True
+        self._begin_shutdown(reason)
+        if not self.config.stop.pre_stop_delay and not self.services.hooks:
+            # nothing to wait for first: the stop signal goes out within this signal's handling
+            self.supervisor.request_stop(stop_signal, deadline=self._deadline)
         self._wake.set()
+
+    def _begin_shutdown(self, reason: str) -> None:
+        """Step 1, synchronous: readiness false, STOPPING=1, plugins told. Runs once."""
+        if self.shutdown_event.is_set():
+            return
+        self.log.info("shutdown_started", reason=reason)
+        if self.notifier.enabled:
+            self.notifier.notify(STOPPING=1, STATUS=f"stopping: {reason}")
+        self.readiness.begin_shutdown()
+        self.shutdown_event.set()
+        self.events.publish_nowait(ShutdownStarted(reason))
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -179,6 +207,13 @@ class Runtime:
                 "pid": os.getpid(),
                 "uptime_seconds": round(now - self.services.started_at, 3),
                 "orphans_reaped": self.reaper.orphans_reaped,
+                "output": {
+                    **{
+                        name: {"bytes": st.bytes, "lines": st.lines}
+                        for name, st in self.capture.stats.items()
+                    },
+                    "dropped_lines": self.output_hub.dropped,
+                },
                 "shutting_down": self.readiness.shutting_down,
             },
             "plugins": {
@@ -201,15 +236,17 @@ class Runtime:
         if self.config.subreaper and os.getpid() != 1 and not set_child_subreaper():
             self.log.warning("subreaper_unavailable", hint="orphans will not be reaped")
         async with anyio.create_task_group() as tg:
-            await tg.start(self.reaper.run)
-            await tg.start(self.signals.run)
+            await tg.start(self.signals.run)  # owns SIGCHLD too, for the reaper
+            await tg.start(functools.partial(self.reaper.run, own_sigchld=False))
+            for sig in take_early_signals():
+                self.signals.handle(sig)
             self.capture.bind(tg)
             for runner in self.runners:
-                await tg.start(runner.run)
-            if self._shutdown_reason is None:
-                await tg.start(self.supervisor.run)
-            else:
-                self.supervisor.request_stop()
+                if self._shutdown_reason is None:
+                    await tg.start(runner.run)
+            if self._shutdown_reason is not None:
+                self.supervisor.request_stop()  # it ends in EXITED without spawning
+            await tg.start(self.supervisor.run)
             while not self.supervisor.finished.is_set() and self._shutdown_reason is None:
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -219,18 +256,12 @@ class Runtime:
         return self.exit_status()
 
     async def _shutdown(self, tg: Any) -> None:
-        reason = self._shutdown_reason or "app exited"
         deadline = self._deadline or time.monotonic() + self.config.stop.timeout
-        self.log.info("shutdown_started", reason=reason)
-        self.readiness.begin_shutdown()
-        if self.notifier.enabled:
-            self.notifier.notify(STOPPING=1, STATUS=f"stopping: {reason}")
-        self.shutdown_event.set()
-        self.events.publish_nowait(ShutdownStarted(reason))
+        self._begin_shutdown(self._shutdown_reason or "app exited")
         if not self.supervisor.finished.is_set():
             pre_stop = min(self.config.stop.pre_stop_delay, max(deadline - time.monotonic(), 0))
             if pre_stop:
-                self.log.info("pre_stop_delay", seconds=pre_stop)
+                self.log.info("pre_stop_delay_started", seconds=pre_stop)
                 with anyio.move_on_after(pre_stop):
                     await self.supervisor.finished.wait()
         await self._run_hooks(deadline)
@@ -239,9 +270,9 @@ class Runtime:
         with anyio.CancelScope(shield=True):
             await self.capture.close(self.config.output.drain_timeout)
             self.events.close()
-            for runner in reversed(self.runners):
-                runner.scope.cancel()
-                with anyio.move_on_after(_PLUGIN_STOP_GRACE):
+            with anyio.move_on_after(_PLUGIN_STOP_GRACE):  # one budget for all plugins
+                for runner in reversed(self.runners):
+                    runner.scope.cancel()
                     await runner.done.wait()
         self.log.info("shutdown_finished", exit_status=self.exit_status())
 
@@ -272,6 +303,8 @@ class Runtime:
             return EXIT_CRITICAL_PLUGIN
         if sup.last_exit is not None:
             return sup.last_exit.returncode
+        if self._stopped_by is not None:  # stopped before the app was started
+            return 128 + self._stopped_by
         return 0
 
 

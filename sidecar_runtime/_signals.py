@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 
 from ._convert import signal_name
 
-__all__ = ["FORWARDED_SIGNALS", "SignalPolicy"]
+__all__ = ["FORWARDED_SIGNALS", "SignalPolicy", "capture_early_signals", "take_early_signals"]
 
 _NOT_HANDLED = {
     signal.SIGCHLD,
@@ -47,6 +47,27 @@ _STOP_SIGNALS = {int(signal.SIGTERM), int(signal.SIGINT)}
 _JOB_CONTROL = {int(signal.SIGTSTP), int(signal.SIGTTIN), int(signal.SIGTTOU)}
 
 
+_early: list[int] = []
+
+
+def _record(signum: int, frame: object) -> None:
+    _early.append(signum)
+
+
+def capture_early_signals() -> None:
+    """Hold every handled signal from the first moment of the command until the runtime's own
+    handlers are installed (as PID 1, a signal without a handler would be dropped)."""
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, _record)
+
+
+def take_early_signals() -> list[int]:
+    """The signals held since :func:`capture_early_signals`, in arrival order."""
+    taken = list(_early)
+    _early.clear()
+    return taken
+
+
 class SignalPolicy:
     """Receives signals and acts on them through the callbacks it is given."""
 
@@ -55,16 +76,18 @@ class SignalPolicy:
         *,
         rewrite: Mapping[int, int],
         forward: Callable[[int], bool],
-        stop: Callable[[int], None],
+        stop: Callable[[int, int], None],
         escalate: Callable[[], None],
         on_winch: Callable[[], None],
         log: object,
+        on_child: Callable[[], None] = lambda: None,
     ) -> None:
         self.rewrite = dict(rewrite)
         self._forward = forward
         self._stop = stop
         self._escalate = escalate
         self._on_winch = on_winch
+        self._on_child = on_child
         self._log = log
         self.stopping = False
         self.received: dict[int, int] = {}
@@ -80,7 +103,7 @@ class SignalPolicy:
             else:
                 self.stopping = True
                 log.info("signal_received", signal=signal_name(sig), action="stop")  # type: ignore[attr-defined]
-                self._stop(self.rewrite.get(sig, sig) if sig == signal.SIGINT else sig)
+                self._stop(sig, self.rewrite.get(sig, sig))
             return
         target = self.rewrite.get(sig, sig)
         if sig == signal.SIGWINCH:
@@ -88,14 +111,51 @@ class SignalPolicy:
         if target:
             sent = self._forward(target)
             log.debug(  # type: ignore[attr-defined]
-                "signal_forwarded", signal=signal_name(sig), sent=signal_name(target), delivered=sent
+                "signal_forwarded",
+                signal=signal_name(sig),
+                sent=signal_name(target),
+                delivered=sent,
             )
         if sig in _JOB_CONTROL and os.getpid() != 1:
             os.kill(os.getpid(), signal.SIGSTOP)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Install the handlers and act on signals until cancelled."""
-        with anyio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
+        """Own every handled signal (and SIGCHLD, for the reaper) until cancelled.
+
+        The process's signal wakeup fd is this task's pipe: the interpreter writes one byte,
+        the signal number, per delivery, so queued real-time signals keep their count and a
+        signal taken by another thread still wakes the loop. (Installing some 60 handlers
+        through the event loop's signal API would also cost ~20 ms at start and at exit.)
+        """
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        handled = (*FORWARDED_SIGNALS, int(signal.SIGCHLD))
+        previous = -1
+        try:
+            for sig in handled:
+                signal.signal(sig, _ignore)  # a Python handler makes the wakeup fd get the byte
+            previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
             task_status.started()
-            async for sig in signals:
-                self.handle(int(sig))
+            while True:
+                await anyio.wait_readable(read_fd)
+                try:
+                    data = os.read(read_fd, 4096)
+                except BlockingIOError:
+                    continue
+                if signal.SIGCHLD in data:
+                    self._on_child()
+                for sig in data:
+                    if sig != signal.SIGCHLD:
+                        self.handle(sig)
+        finally:
+            for sig in handled:  # late signals are held, never lost to a default disposition
+                signal.signal(sig, _record)
+            signal.set_wakeup_fd(previous)
+            anyio.notify_closing(read_fd)
+            os.close(read_fd)
+            os.close(write_fd)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """The Python-level handler; the work happens on the wakeup fd's byte."""

@@ -10,12 +10,14 @@ directory switch needs ``fork``/``exec``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import warnings
-import msgspec
 from collections.abc import Mapping, Sequence
+
+import msgspec
 
 from ._errors import SpawnError
 
@@ -129,10 +131,8 @@ def _fork_exec(path: str, request: SpawnRequest, env: dict[str, str]) -> int:
             os.close(read_end)
             os.setsid()
             for sig in _DEFAULT_SIGNALS:
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     signal.signal(sig, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
             for target, fd in ((0, request.stdin), (1, request.stdout), (2, request.stderr)):
                 if fd is not None:
@@ -146,7 +146,7 @@ def _fork_exec(path: str, request: SpawnRequest, env: dict[str, str]) -> int:
                 os.setgid(request.gid)
             if request.uid is not None:
                 os.setuid(request.uid)
-            os.execve(path, list(request.argv), env)
+            os.execve(path, list(request.argv), env)  # noqa: S606 - exec is the point
         except OSError as err:
             os.write(write_end, str(err.errno or 0).encode())
         finally:

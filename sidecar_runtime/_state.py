@@ -60,7 +60,7 @@ TRANSITIONS: dict[tuple[AppState, AppState], str] = {
 }
 
 
-class InvalidTransition(RuntimeError):  # noqa: N818 - the name reads as the fact it reports
+class InvalidTransition(RuntimeError):
     """Raised by :func:`transition` for an edge that is not in :data:`TRANSITIONS`."""
 
 

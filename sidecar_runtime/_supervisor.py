@@ -121,6 +121,7 @@ class AppSupervisor:
         self._stop_deadline: float | None = None
         self._restart_reason: str | None = None
         self._kick = anyio.Event()  # wakes the run phase for a stop or restart request
+        self._stop_begun = 0.0
         uid, gid, groups = resolve_user(config.app.user, config.app.group)
         self._ids = (uid, gid, groups)
 
@@ -159,6 +160,19 @@ class AppSupervisor:
         self._stop_deadline = deadline
         self._stop.set()
         self._kick.set()
+        child = self.child
+        if child is not None and child.running and self.state.has_process:
+            self._signal_stop(child, "stop requested")  # now, not a task switch later
+
+    def _signal_stop(self, child: Child, reason: str) -> None:
+        if self.state is AppState.STOPPING:
+            return
+        sig = self._stop_signal
+        to_group = self.config.signals.forward_to == "group"
+        self._set_state(AppState.STOPPING, reason)
+        self._stop_begun = time.monotonic()
+        self.log.info("app_stop_signalled", pid=child.pid, signal=signal_name(sig), group=to_group)
+        child.send_signal(sig, group=to_group)
 
     def kill(self) -> None:
         """SIGKILL the app's whole process group now (a second TERM/INT)."""
@@ -291,14 +305,8 @@ class AppSupervisor:
             if self._stop.is_set() or self._restart_reason is not None:
                 break
         reason = "stop requested" if self._stop.is_set() else f"restart: {self._restart_reason}"
-        sig = self._stop_signal
-        to_group = self.config.signals.forward_to == "group"
-        self._set_state(AppState.STOPPING, reason)
-        begun = time.monotonic()
-        self.log.info(
-            "app_stop_signalled", pid=child.pid, signal=signal_name(sig), group=to_group
-        )
-        child.send_signal(sig, group=to_group)
+        self._signal_stop(child, reason)
+        begun = self._stop_begun
         deadline = self._stop_deadline
         if deadline is None or self._restart_reason is not None:
             deadline = begun + self.config.stop.timeout
@@ -333,7 +341,9 @@ class AppSupervisor:
                 self._set_state(AppState.FATAL, decision.reason)
                 return False
             delay = decision.delay
-            self._set_state(AppState.BACKOFF, f"exited ({self._describe(status)}), {decision.reason}")
+            self._set_state(
+                AppState.BACKOFF, f"exited ({self._describe(status)}), {decision.reason}"
+            )
         self.log.info("app_restart_scheduled", delay=round(delay, 3))
         with anyio.move_on_after(delay):
             await self._stop.wait()

@@ -9,8 +9,8 @@ an HTTP listener: call its routes with :meth:`PluginHarness.request`, feed it ou
 from __future__ import annotations
 
 import sys
-import time
 import textwrap
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 
 from ._config import AppConfig, Config, StopConfig, decode_struct
 from ._context import AppHandle
+from ._errors import SidecarError
 from ._events import OutputLine
 from ._http import Request, Response
 from ._plugins import PluginRunner, PluginSpec
@@ -75,8 +76,9 @@ class PluginHarness:
         """Call a mounted route directly; 404/405 replies as the admin listener gives them."""
         route, allowed = self.runtime.routes.resolve(method, path)
         if route is None:
-            return Response.text("method not allowed\n" if allowed else "not found\n",
-                                 405 if allowed else 404)
+            return Response.text(
+                "method not allowed\n" if allowed else "not found\n", 405 if allowed else 404
+            )
         request = Request(
             method=method.upper(),
             path=path,
@@ -133,17 +135,36 @@ async def plugin_harness(
     plugin_config = decode_struct(dict(config or {}), plugin_cls.Config, prefix=f".plugins.{name}")
     spec = PluginSpec(name, plugin_cls, plugin_config, critical)
     runtime = Runtime(core, [spec])
-    async with anyio.create_task_group() as tg:
-        await tg.start(runtime.reaper.run)
-        runtime.capture.bind(tg)
-        runner = runtime.runners[0]
-        await tg.start(runner.run)
-        harness = PluginHarness(runtime, runner, tg)
-        try:
-            yield harness
-        finally:
-            with anyio.CancelScope(shield=True):
-                await harness.stop_app()
-                runner.scope.cancel()
-                await runner.done.wait()
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(runtime.reaper.run)
+            runtime.capture.bind(tg)
+            runner = runtime.runners[0]
+            await tg.start(runner.run)
+            harness = PluginHarness(runtime, runner, tg)
+            try:
+                yield harness
+            finally:
+                with anyio.CancelScope(shield=True):
+                    # the order of a real shutdown: app, output to its end, then the plugin
+                    await harness.stop_app()
+                    await runtime.capture.close(runtime.config.output.drain_timeout)
+                    runtime.events.close()
+                    runner.scope.cancel()
+                    await runner.done.wait()
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        errors = _sidecar_errors(group)
+        if len(errors) == 1:  # a plugin that failed to start: raise its error as it is
+            raise errors[0] from group
+        raise
+
+
+def _sidecar_errors(group: BaseExceptionGroup[BaseException]) -> list[SidecarError]:
+    found: list[SidecarError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, SidecarError):
+            found.append(exc)
+        elif isinstance(exc, BaseExceptionGroup):
+            found += _sidecar_errors(exc)
+    return found

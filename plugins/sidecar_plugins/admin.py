@@ -119,6 +119,8 @@ class AdminPlugin:
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
+            if address.kind == "unix":
+                _remove_stale_socket(address.path)  # ours, now closed: leave no file behind
 
     def _dispatcher(self, ctx: PluginContext) -> Any:
         from aiohttp import web
@@ -130,7 +132,9 @@ class AdminPlugin:
             if route is None:
                 if allowed:
                     return web.Response(
-                        status=405, text="method not allowed\n", headers={"Allow": ", ".join(allowed)}
+                        status=405,
+                        text="method not allowed\n",
+                        headers={"Allow": ", ".join(allowed)},
                     )
                 return web.Response(status=404, text=f"no route for {request.path}\n")
             if route.mutating and not _is_local(request.remote):
@@ -154,7 +158,9 @@ class AdminPlugin:
             if isinstance(reply.body, bytes | bytearray):
                 if request.method == "HEAD":
                     return web.Response(status=reply.status, headers=dict(reply.headers))
-                return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
+                return web.Response(
+                    status=reply.status, headers=dict(reply.headers), body=reply.body
+                )
             stream = web.StreamResponse(status=reply.status, headers=dict(reply.headers))
             await stream.prepare(request)
             async for chunk in reply.body:

@@ -1,9 +1,12 @@
 """An unmodified "legacy" app for the demo: it knows nothing of sidecar-run.
 
 A small HTTP server (stdlib only) that logs each request to stdout, warnings to stderr, and
-appends to a log file. GET / says hello, GET /health answers ok, GET /crash exits with status 3
-(sidecar-run restarts it). It exits 0 on SIGTERM after finishing the request in hand.
+appends to a log file when LEGACY_APP_LOG is set. GET / says hello, GET /health answers ok,
+GET /crash exits with status 3 (sidecar-run restarts it). SIGTERM or SIGINT: it finishes the
+request in hand and exits 0.
 """
+
+from __future__ import annotations
 
 import http.server
 import os
@@ -11,13 +14,14 @@ import signal
 import sys
 import threading
 import time
+from typing import Any, TextIO
 
 PORT = int(os.environ.get("LEGACY_APP_PORT", "8080"))
 LOG_FILE = os.environ.get("LEGACY_APP_LOG", "")
 EXIT_AFTER = float(os.environ.get("LEGACY_APP_EXIT_AFTER", "0") or 0)
 
 
-def log(line, stream=sys.stdout):
+def log(line: str, stream: TextIO = sys.stdout) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     stream.write(f"{stamp} {line}\n")
     stream.flush()
@@ -27,7 +31,7 @@ def log(line, stream=sys.stdout):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self) -> None:
         if self.path == "/crash":
             log("crash requested, exiting with status 3", sys.stderr)
             self.send_response(500)
@@ -41,14 +45,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         log(f"{self.client_address[0]} {format % args}")
 
 
-def main():
+def main() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: object) -> None:
         log(f"received signal {signum}, shutting down")
         threading.Thread(target=server.shutdown).start()
 

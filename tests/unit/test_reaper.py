@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
 
+from sidecar_runtime._errors import SpawnError
 from sidecar_runtime._reaper import Reaper
 from sidecar_runtime._spawn import SpawnRequest
-from sidecar_runtime._errors import SpawnError
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +29,8 @@ async def test_exit_statuses_are_exact_for_many_children() -> None:
             for i, child in children:
                 status = await child.wait()
                 if i % 7 == 0:
-                    assert status.signal == signal.SIGTERM and status.returncode == 143
+                    assert status.signal == signal.SIGTERM
+                    assert status.returncode == 143
                 else:
                     assert status.code == i % 256
         tg.cancel_scope.cancel()
@@ -38,8 +40,7 @@ async def test_missing_command_is_127_and_not_executable_is_126(tmp_path: os.Pat
     """Spawn errors carry the shell's exit codes."""
     reaper = Reaper()
     script = os.path.join(tmp_path, "script")
-    with open(script, "w") as f:
-        f.write("#!/bin/sh\n")
+    Path(script).write_text("#!/bin/sh\n")  # noqa: ASYNC240 - test set-up, before any task
     async with anyio.create_task_group() as tg:
         await tg.start(reaper.run)
         with pytest.raises(SpawnError) as missing:
