@@ -6,8 +6,6 @@ import importlib
 import types
 from importlib.metadata import version
 
-import pytest
-
 import sidecar_runtime
 import sidecar_runtime.testing
 
