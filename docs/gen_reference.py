@@ -266,7 +266,7 @@ EVENT_DOCS: dict[str, str] = {
     "plugin_finished": "A plugin's `run()` returned on its own.",
     "plugin_restart_scheduled": "A crashed plugin is started again after `delay` seconds.",
     "plugin_started": "A plugin called `task_status.started()`.",
-    "pre_stop_delay_started": "Shutdown waits `seconds` with readiness false before stopping the app.",
+    "pre_stop_delay_started": "Shutdown waits `seconds`, readiness false, before stopping the app.",
     "readiness_changed": "Overall readiness turned true or false.",
     "route_failed": "A route handler raised; the client got 500.",
     "shutdown_finished": "Everything stopped; `exit_status` is what the command exits with.",
