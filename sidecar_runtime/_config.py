@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -175,6 +174,18 @@ DEFAULT_CONFIG_TOML = """
 [plugins.admin]
 """
 
+
+def _default_tree() -> dict[str, Any]:
+    """:data:`DEFAULT_CONFIG_TOML` as data (a test keeps the two equal)."""
+    return {"plugins": {"admin": {}}}
+
+
+def _toml(text: str) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
 _ENV_PREFIX = "SIDECAR_"
 _ENV_IGNORED = {"SIDECAR_CONFIG"}
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
@@ -218,8 +229,8 @@ def _parse_file(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     if suffix == ".toml":
         try:
-            data: Any = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
+            data: Any = _toml(text)
+        except ValueError as err:  # tomllib.TOMLDecodeError
             msg = f"{path}: invalid TOML: {err}"
             raise ConfigError(msg) from None
     elif suffix in (".yaml", ".yml"):
@@ -244,8 +255,8 @@ def _parse_file(path: Path) -> dict[str, Any]:
 def _env_value(text: str) -> Any:
     """Read an environment value as a TOML value when it is one (``3``, ``true``, ``["a"]``)."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        return _toml(f"v = {text}")["v"]
+    except ValueError:  # tomllib.TOMLDecodeError
         return text
 
 
@@ -369,7 +380,7 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
-    defaults: str = DEFAULT_CONFIG_TOML,
+    defaults: str | None = None,
     origins: dict[str, str] | None = None,
 ) -> Config:
     """Layer defaults < file < ``SIDECAR_*`` environment < ``overrides`` and decode strictly.
@@ -380,7 +391,8 @@ def load_config(
     """
     env = os.environ if environ is None else environ
     origins = {} if origins is None else origins
-    tree: dict[str, Any] = tomllib.loads(defaults)
+    # The embedded default as data: parsing its TOML text would import tomllib on every start.
+    tree: dict[str, Any] = _default_tree() if defaults is None else _toml(defaults)
     _record_origins(tree, "", "defaults", origins)
     if path is None and env.get("SIDECAR_CONFIG"):
         path = env["SIDECAR_CONFIG"]

@@ -10,7 +10,6 @@ down gracefully instead. A failure before the first ``started()`` is a start-up 
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,9 +21,10 @@ from anyio.abc import TaskStatus
 from ._config import Config, decode_struct
 from ._context import PluginContext, PluginInfo, Services
 from ._errors import ConfigError, PluginError, SidecarError
-from ._restart import backoff_delay
+from ._restart import _new_rng, backoff_delay
 
 if TYPE_CHECKING:
+    import random
     from importlib.metadata import EntryPoint
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginRunner", "PluginSpec", "discover", "load_plugins"]
@@ -142,7 +142,7 @@ class PluginRunner(msgspec.Struct, eq=False):
     info: dict[str, Any] = msgspec.field(default_factory=dict)
     scope: anyio.CancelScope = msgspec.field(default_factory=anyio.CancelScope)
     done: anyio.Event = msgspec.field(default_factory=anyio.Event)
-    _rng: random.Random = msgspec.field(default_factory=random.Random)
+    _rng: random.Random = msgspec.field(default_factory=lambda: _new_rng())
 
     def snapshot(self) -> PluginInfo:
         return PluginInfo(

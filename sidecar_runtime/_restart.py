@@ -9,9 +9,12 @@ resets after a stable run (one that lasted ``stable_seconds``). The policy gives
 from __future__ import annotations
 
 import enum
-import random
+from typing import TYPE_CHECKING
 
 import msgspec
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["Decision", "ExitStatus", "RestartDecision", "RestartTracker", "backoff_delay"]
 
@@ -82,7 +85,7 @@ class RestartTracker(msgspec.Struct):
     multiplier: float = 2.0
     jitter: float = 0.2
     stable_seconds: float = 10.0
-    rng: random.Random = msgspec.field(default_factory=random.Random)
+    rng: random.Random = msgspec.field(default_factory=lambda: _new_rng())
     streak: int = 0  # consecutive unstable runs restarted so far
 
     def on_exit(self, status: ExitStatus, ran_for: float) -> RestartDecision:
@@ -126,3 +129,9 @@ class RestartTracker(msgspec.Struct):
             jitter=self.jitter,
             rng=self.rng,
         )
+
+
+def _new_rng() -> random.Random:
+    import random
+
+    return random.Random()  # noqa: S311 - backoff jitter, not cryptography

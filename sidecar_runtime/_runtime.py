@@ -161,10 +161,11 @@ class Runtime:
         self._stop_sig = stop_signal
         self._deadline = time.monotonic() + self.config.stop.timeout
         self.signals.stopping = True
-        self._begin_shutdown(reason)
         if not self.config.stop.pre_stop_delay and not self.services.hooks:
-            # nothing to wait for first: the stop signal goes out within this signal's handling
+            # Nothing to wait for: the stop signal goes out at once. Step 1 follows in the same
+            # synchronous step, so no task (no request, no probe) runs in between.
             self.supervisor.request_stop(stop_signal, deadline=self._deadline)
+        self._begin_shutdown(reason)
         self._wake.set()
 
     def _begin_shutdown(self, reason: str) -> None:

@@ -169,10 +169,10 @@ class AppSupervisor:
             return
         sig = self._stop_signal
         to_group = self.config.signals.forward_to == "group"
-        self._set_state(AppState.STOPPING, reason)
+        child.send_signal(sig, group=to_group)  # first: no task can run before the bookkeeping
         self._stop_begun = time.monotonic()
+        self._set_state(AppState.STOPPING, reason)
         self.log.info("app_stop_signalled", pid=child.pid, signal=signal_name(sig), group=to_group)
-        child.send_signal(sig, group=to_group)
 
     def kill(self) -> None:
         """SIGKILL the app's whole process group now (a second TERM/INT)."""

@@ -463,3 +463,15 @@ def test_unknown_key_with_newline_is_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "c.yaml", '"a\\nb": 1\n')
     message = config_error(path, environ=NO_ENV)
     assert message.startswith(f"{path}: ")
+
+
+def test_embedded_default_tree_matches_its_toml_text() -> None:
+    """The default config used at start-up is exactly DEFAULT_CONFIG_TOML, parsed."""
+    import tomllib
+
+    from sidecar_runtime._config import DEFAULT_CONFIG_TOML, _default_tree
+
+    assert _default_tree() == tomllib.loads(DEFAULT_CONFIG_TOML)
+    assert load_config(None, environ={}) == load_config(
+        None, environ={}, defaults=DEFAULT_CONFIG_TOML
+    )
