@@ -303,7 +303,7 @@ def _check_prose(
             parts.append(f"no prose for {kind} {', '.join(missing)}")
         if stale:
             parts.append(f"prose for {kind} that no longer exist: {', '.join(stale)}")
-        msg = f"{'; '.join(parts)}: edit {table} in docs/gen_reference.py"
+        msg = f"{'; '.join(parts)}: edit {table} (docs/gen_reference.py or the plugin)"
         raise DocsError(msg)
 
 
@@ -520,16 +520,32 @@ def _doc(struct: type) -> str:
     return line
 
 
-def _key_rows(prefix: str, struct: type[msgspec.Struct], found: list[str]) -> list[list[str]]:
+def _key_rows(
+    prefix: str,
+    struct: type[msgspec.Struct],
+    found: list[str],
+    docs: Mapping[str, str] | None = None,
+) -> list[list[str]]:
+    docs = KEY_DOCS if docs is None else docs
     rows = []
     for name, tp, default in _fields(struct):
         key = f"{prefix}{name}"
         found.append(key)
         env = f"`{_env_name(key)}`" if "<" not in key else "-"
         rows.append(
-            [f"`{name}`", _type_name(tp), f"`{_literal(default)}`", env, KEY_DOCS.get(key, "")]
+            [f"`{name}`", _type_name(tp), f"`{_literal(default)}`", env, docs.get(key, "")]
         )
     return rows
+
+
+def _plugin_docs(attr: str, prefix: str = "") -> dict[str, str]:
+    """Prose a built-in plugin keeps beside its code: ``CONFIG_DOCS`` (config keys relative to
+    ``plugins.<name>.``) and ``EVENT_DOCS`` (its log events), as class attributes."""
+    docs: dict[str, str] = {}
+    for name, cls in _builtin_plugins().items():
+        for key, text in getattr(cls, attr, {}).items():
+            docs[f"{prefix.format(name=name)}{key}"] = text
+    return docs
 
 
 def _defaults_file(builtin: Mapping[str, type[msgspec.Struct]]) -> str:
@@ -597,11 +613,12 @@ def render_config() -> str:
     ]
     builtin = _builtin_plugins()
     configs = {name: cls.Config for name, cls in builtin.items()}
+    key_docs = {**KEY_DOCS, **_plugin_docs("CONFIG_DOCS", "plugins.{name}.")}
     for name, struct in configs.items():
-        rows = _key_rows(f"plugins.{name}.", struct, found)
+        rows = _key_rows(f"plugins.{name}.", struct, found, key_docs)
         doc = (builtin[name].__doc__ or "").strip().splitlines()[0]
         plugin_parts.append(f"## `[plugins.{name}]`\n\n{doc}\n\n" + _table(_KEY_HEADER, rows))
-    _check_prose("config keys", "KEY_DOCS", KEY_DOCS, found)
+    _check_prose("config keys", "KEY_DOCS (or a plugin's CONFIG_DOCS)", key_docs, found)
     return _page(
         "Configuration",
         (
@@ -952,13 +969,14 @@ def _events() -> dict[str, tuple[str, list[str], str]]:
 
 def render_events() -> str:
     events = _events()
-    _check_prose("log events", "EVENT_DOCS", EVENT_DOCS, list(events))
+    event_docs = {**EVENT_DOCS, **_plugin_docs("EVENT_DOCS")}
+    _check_prose("log events", "EVENT_DOCS (or a plugin's EVENT_DOCS)", event_docs, list(events))
     rows = [
         [
             f"`{name}`",
             level,
             ", ".join(f"`{f}`" for f in fields) or "-",
-            EVENT_DOCS[name],
+            event_docs[name],
             f"`{module}`",
         ]
         for name, (level, fields, module) in events.items()
@@ -995,9 +1013,17 @@ PAGES: dict[str, Callable[[], str]] = {
 
 
 def render_all() -> dict[Path, str]:
-    """Every reference page, by path."""
+    """Every reference page, by path. A built-in plugin may add pages of its own through a
+    ``reference_pages()`` classmethod returning ``{file name: markdown}`` (e.g. its metrics)."""
     assert sidecar_runtime.__version__
-    return {REFERENCE / name: render() for name, render in PAGES.items()}
+    pages = {REFERENCE / name: render() for name, render in PAGES.items()}
+    for cls in _builtin_plugins().values():
+        extra = getattr(cls, "reference_pages", None)
+        if extra is not None:
+            for name, text in extra().items():
+                title, _, body = text.strip().partition("\n")
+                pages[REFERENCE / name] = _page(title.lstrip("# "), body)
+    return pages
 
 
 def stale_pages(pages: Mapping[Path, str]) -> list[Path]:

@@ -101,6 +101,7 @@ class Services(msgspec.Struct, eq=False):
     request_shutdown: Callable[[str], None]
     plugin_infos: Callable[[], list[PluginInfo]]
     version: str
+    notify: Callable[..., bool] = lambda **fields: False
     default_output_buffer: int = 4096
     hooks: list[tuple[str, ShutdownHook]] = msgspec.field(default_factory=list)
     started_at: float = msgspec.field(default_factory=time.time)
@@ -251,6 +252,10 @@ class PluginContext:
     def request_shutdown(self, reason: str) -> None:
         """Ask the runtime to shut down gracefully (stops the app)."""
         self._services.request_shutdown(f"{self.name}: {reason}")
+
+    def notify(self, **fields: str | int) -> bool:
+        """Send sd_notify fields (``WATCHDOG=1``, ``STATUS=...``); False without NOTIFY_SOCKET."""
+        return self._services.notify(**fields)
 
     def set_info(self, **fields: Any) -> None:
         """Publish facts about this plugin in ``/status`` (e.g. its bound address)."""

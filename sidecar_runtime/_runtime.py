@@ -87,6 +87,7 @@ class Runtime:
             request_shutdown=self.request_shutdown,
             plugin_infos=self._plugin_infos,
             version=__version__,
+            notify=self.notifier.notify,
             default_output_buffer=config.output.subscriber_buffer,
         )
         self.runners = [

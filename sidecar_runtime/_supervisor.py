@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -41,6 +41,10 @@ class AppStats(msgspec.Struct, frozen=True):
     started_at: float | None  # wall clock of the current (or last) process start
     first_started_at: float | None
     failed_starts: int
+    #: exits so far, by how: ``{ExitStatus(code=1): 3, ExitStatus(signal=9): 1}``
+    exits: Mapping[ExitStatus, int] = {}
+    #: seconds from the latest spawn to RUNNING (``start_seconds`` passed), if it got there
+    last_start_duration: float | None = None
 
 
 def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int | None, list[int]]:
@@ -109,6 +113,8 @@ class AppSupervisor:
         self.starts = 0
         self.restarts = 0
         self.failed_starts = 0
+        self.exits: dict[ExitStatus, int] = {}
+        self.last_start_duration: float | None = None
         self.last_exit: ExitStatus | None = None
         self.last_exit_at: float | None = None
         self.started_at: float | None = None
@@ -142,6 +148,8 @@ class AppSupervisor:
             started_at=self.started_at,
             first_started_at=self.first_started_at,
             failed_starts=self.failed_starts,
+            exits=dict(self.exits),
+            last_start_duration=self.last_start_duration,
         )
 
     def send_signal(self, sig: int, *, group: bool | None = None) -> bool:
@@ -284,6 +292,7 @@ class AppSupervisor:
         ran_for = (child.exited_at or time.monotonic()) - child.started_at
         self.last_exit = status
         self.last_exit_at = time.time()
+        self.exits[status] = self.exits.get(status, 0) + 1
         how = (
             {"signal": signal_name(status.signal)}
             if status.signal is not None
@@ -296,6 +305,7 @@ class AppSupervisor:
     async def _promote(self, child: Child) -> None:
         await anyio.sleep(self.config.restart.start_seconds)
         if child.running and self.state is AppState.STARTING:
+            self.last_start_duration = time.monotonic() - child.started_at
             self._set_state(AppState.RUNNING)
 
     async def _stopper(self, child: Child) -> None:

@@ -162,23 +162,6 @@ def test_each_forwarded_signal_reaches_the_app_exactly_once() -> None:
     assert got == [f"got {int(s)}" for s in [*FORWARDED, signal.SIGTERM]]
 
 
-def test_queued_realtime_signals_are_each_forwarded_once() -> None:
-    """Real-time signals queue: five sent to sidecar-run are five delivered to the app."""
-    rt = signal.SIGRTMIN + 1
-    sc = Sidecar([*OFF, "--", *recorder([rt, signal.SIGTERM])])
-    try:
-        sc.expect("ready\n")
-        for _ in range(5):
-            sc.kill(rt)
-        sc.expect_count(f"got {rt}\n", 5)
-        sc.kill(signal.SIGTERM)
-        code, lines, _ = sc.finish()
-    finally:
-        sc.cleanup()
-    assert code == 0
-    assert lines == ["ready", *[f"got {rt}"] * 5, f"got {int(signal.SIGTERM)}"]
-
-
 def test_sigint_stops_the_app_with_exactly_one_int() -> None:
     """SIGINT to sidecar-run: the app gets SIGINT once (not TERM) and is stopped."""
     app = recorder([signal.SIGINT, signal.SIGTERM], exit_on=())
