@@ -532,9 +532,7 @@ def _key_rows(
         key = f"{prefix}{name}"
         found.append(key)
         env = f"`{_env_name(key)}`" if "<" not in key else "-"
-        rows.append(
-            [f"`{name}`", _type_name(tp), f"`{_literal(default)}`", env, docs.get(key, "")]
-        )
+        rows.append([f"`{name}`", _type_name(tp), f"`{_literal(default)}`", env, docs.get(key, "")])
     return rows
 
 

@@ -65,6 +65,49 @@ def _admin(text: str) -> str:
     return text
 
 
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text.split("/", 3)[2]) == 0:
+        msg = f"expected an http:// or https:// URL, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+_PROBE_KINDS = ("startup", "liveness", "readiness")
+
+
+def _probe(text: str) -> dict[str, Any]:
+    """``readiness=http://127.0.0.1:8080/health`` → the probe's config table."""
+    kind, sep, target = text.partition("=")
+    if not sep or kind not in _PROBE_KINDS:
+        msg = f"expected KIND=TARGET with KIND one of {', '.join(_PROBE_KINDS)}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    if target.startswith(("http://", "https://")):
+        return {"kind": kind, "http": _url(target)}
+    if target.startswith("tcp://"):
+        try:
+            address = parse_address(target.removeprefix("tcp://"))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        if address.kind != "tcp" or not address.port:
+            msg = f"tcp probe needs HOST:PORT, got {target!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return {"kind": kind, "tcp": target.removeprefix("tcp://")}
+    if target.startswith("exec:"):
+        import shlex
+
+        try:
+            argv = shlex.split(target.removeprefix("exec:"))
+        except ValueError as err:
+            msg = f"exec probe: {err}: {target!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if not argv:
+            msg = f"exec probe needs a command, got {target!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return {"kind": kind, "exec": argv}
+    msg = f"probe target must start with http://, https://, tcp:// or exec:, got {target!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
 def _rewrite(text: str) -> tuple[str, str]:
     source, sep, target = text.partition(":")
     if not sep:
@@ -160,6 +203,23 @@ def build_run_parser(
         metavar="ADDR|off",
         help="admin listener: HOST:PORT, unix:PATH, or off (plugins.admin.listen)",
     )
+    add(
+        "--app-metrics",
+        type=_url,
+        action="append",
+        metavar="URL",
+        help="merge the app's own Prometheus endpoint into /metrics (repeatable; "
+        "plugins.metrics.app_metrics)",
+    )
+    add(
+        "--probe",
+        type=_probe,
+        action="append",
+        metavar="KIND=TARGET",
+        help="a health probe: KIND is startup, liveness or readiness; TARGET is "
+        "http(s)://HOST:PORT/PATH, tcp://HOST:PORT or exec:COMMAND (repeatable; "
+        "plugins.health.probes)",
+    )
     add("--user", metavar="USER", help="run the app as this user (name or uid)")
     add("--group", metavar="GROUP", help="run the app with this group (name or gid)")
     add("--workdir", metavar="DIR", help="run the app in this directory (app.working_dir)")
@@ -236,6 +296,10 @@ def parse_run_args(
         overrides["subreaper"] = False
     if args.rewrite:
         overrides["signals.rewrite"] = dict(args.rewrite)
+    if args.app_metrics:
+        overrides["plugins.metrics.app_metrics"] = [{"url": url} for url in args.app_metrics]
+    if args.probe:
+        overrides["plugins.health.probes"] = list(args.probe)
     if args.admin == "off":
         overrides["plugins.admin.enabled"] = False
     elif args.admin is not None:

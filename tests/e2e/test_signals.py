@@ -162,6 +162,26 @@ def test_each_forwarded_signal_reaches_the_app_exactly_once() -> None:
     assert got == [f"got {int(s)}" for s in [*FORWARDED, signal.SIGTERM]]
 
 
+def test_queued_realtime_signals_keep_their_count() -> None:
+    """Five queued real-time signals sent to sidecar-run are five delivered to the app (the
+    runtime counts deliveries on its wakeup fd; Python handlers alone would merge them)."""
+    rt = signal.SIGRTMIN + 1
+    sc = Sidecar([*OFF, "--", *recorder([rt, signal.SIGTERM])])
+    try:
+        sc.expect("ready\n")
+        os.kill(sc.pid, signal.SIGSTOP)  # hold delivery so that all five queue up at once
+        for _ in range(5):
+            sc.kill(rt)
+        os.kill(sc.pid, signal.SIGCONT)
+        sc.expect_count(f"got {rt}\n", 5)
+        sc.kill(signal.SIGTERM)
+        code, lines, _ = sc.finish()
+    finally:
+        sc.cleanup()
+    assert code == 0
+    assert [line for line in lines if line == f"got {rt}"] == [f"got {rt}"] * 5
+
+
 def test_sigint_stops_the_app_with_exactly_one_int() -> None:
     """SIGINT to sidecar-run: the app gets SIGINT once (not TERM) and is stopped."""
     app = recorder([signal.SIGINT, signal.SIGTERM], exit_on=())
