@@ -21,39 +21,28 @@ import argparse
 import contextlib
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
-if TYPE_CHECKING:
-    from bench._common import (
-        DUMB_INIT,
-        PYTHON,
-        SIDECAR,
-        TINI,
-        byte_compile,
-        child_env,
-        header,
-        print_table,
-        report_stale,
-        verdict,
-    )
-else:
-    from _common import (
-        DUMB_INIT,
-        PYTHON,
-        SIDECAR,
-        TINI,
-        byte_compile,
-        child_env,
-        header,
-        print_table,
-        report_stale,
-        verdict,
-    )
+if not __package__:  # run as a script: python bench/x.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import (
+    DUMB_INIT,
+    PYTHON,
+    SIDECAR,
+    TINI,
+    byte_compile,
+    child_env,
+    header,
+    print_table,
+    report_stale,
+    verdict,
+)
 
 MIB = 1024 * 1024
 RSS_NO_PLUGINS_MIB = 25.0

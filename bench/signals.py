@@ -27,48 +27,33 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import psutil
 
-if TYPE_CHECKING:
-    from bench._common import (
-        DUMB_INIT,
-        PYTHON,
-        SIDECAR,
-        TINI,
-        add_common_args,
-        byte_compile,
-        child_env,
-        header,
-        median,
-        p90,
-        print_table,
-        report_stale,
-        rotated,
-        verdict,
-    )
-else:
-    from _common import (
-        DUMB_INIT,
-        PYTHON,
-        SIDECAR,
-        TINI,
-        add_common_args,
-        byte_compile,
-        child_env,
-        header,
-        median,
-        p90,
-        print_table,
-        report_stale,
-        rotated,
-        verdict,
-    )
+if not __package__:  # run as a script: python bench/x.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import (
+    DUMB_INIT,
+    PYTHON,
+    SIDECAR,
+    TINI,
+    add_common_args,
+    byte_compile,
+    child_env,
+    header,
+    median,
+    p90,
+    print_table,
+    report_stale,
+    rotated,
+    verdict,
+)
 
 TARGET_MS = 0.5
 RECORD = struct.Struct("<qq")  # (signal number, CLOCK_MONOTONIC ns), or (0, pid) when ready

@@ -26,44 +26,27 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-if TYPE_CHECKING:
-    from bench._common import (
-        DUMB_INIT,
-        PYTHON,
-        SIDECAR,
-        TINI,
-        add_common_args,
-        byte_compile,
-        child_env,
-        fmt_ms,
-        header,
-        median,
-        p90,
-        print_table,
-        report_stale,
-        rotated,
-        verdict,
-    )
-else:
-    from _common import (
-        DUMB_INIT,
-        PYTHON,
-        SIDECAR,
-        TINI,
-        add_common_args,
-        byte_compile,
-        child_env,
-        fmt_ms,
-        header,
-        median,
-        p90,
-        print_table,
-        report_stale,
-        rotated,
-        verdict,
-    )
+if not __package__:  # run as a script: python bench/x.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import (
+    DUMB_INIT,
+    PYTHON,
+    SIDECAR,
+    TINI,
+    add_common_args,
+    byte_compile,
+    child_env,
+    fmt_ms,
+    header,
+    median,
+    p90,
+    print_table,
+    report_stale,
+    rotated,
+    verdict,
+)
 
 TARGET_MS = 100.0
 TRUE = shutil.which("true") or "/bin/true"

@@ -111,6 +111,7 @@ class Runtime:
         self._critical_failure: str | None = None
         self._stopped_by: int | None = None
         self._notified_ready = False
+        self._stopping_notified = False
         self._deadline: float | None = None
         self._wake = anyio.Event()
 
@@ -162,6 +163,7 @@ class Runtime:
         self._stop_sig = stop_signal
         self._deadline = time.monotonic() + self.config.stop.timeout
         self.signals.stopping = True
+        self._notify_stopping(reason)
         if not self.config.stop.pre_stop_delay and not self.services.hooks:
             # Nothing to wait for: the stop signal goes out at once. Step 1 follows in the same
             # synchronous step, so no task (no request, no probe) runs in between.
@@ -169,13 +171,17 @@ class Runtime:
         self._begin_shutdown(reason)
         self._wake.set()
 
+    def _notify_stopping(self, reason: str) -> None:
+        if self.notifier.enabled and not self._stopping_notified:
+            self._stopping_notified = True
+            self.notifier.notify(STOPPING=1, STATUS=f"stopping: {reason}")
+
     def _begin_shutdown(self, reason: str) -> None:
         """Step 1, synchronous: readiness false, STOPPING=1, plugins told. Runs once."""
         if self.shutdown_event.is_set():
             return
         self.log.info("shutdown_started", reason=reason)
-        if self.notifier.enabled:
-            self.notifier.notify(STOPPING=1, STATUS=f"stopping: {reason}")
+        self._notify_stopping(reason)
         self.readiness.begin_shutdown()
         self.shutdown_event.set()
         self.events.publish_nowait(ShutdownStarted(reason))

@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     for name in ("sidecar_runtime", "plugins"):
         compileall.compile_dir(str(ROOT / name), quiet=2)
+
+
+@contextmanager
+def running_sidecar(
+    args: Sequence[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """sidecar-run in the background (output piped); SIGTERM and reap it afterwards."""
+    proc = subprocess.Popen(
+        [*SIDECAR, *args],
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()

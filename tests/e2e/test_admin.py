@@ -7,8 +7,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ from sidecar_plugins.admin import AdminPlugin
 
 from sidecar_runtime import Request, Response
 from sidecar_runtime.testing import plugin_harness
-from tests.conftest import SIDECAR, child_env, python_app, run_sidecar
+from tests.conftest import python_app, run_sidecar
+from tests.conftest import running_sidecar as sidecar
 
 SLEEPER = python_app("import time\ntime.sleep(60)")
 
@@ -72,24 +72,6 @@ def http_request(
         return reply.status, dict(reply.getheaders()), reply.read()
     finally:
         conn.close()
-
-
-@contextmanager
-def sidecar(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run sidecar-run in the background; SIGTERM and reap it afterwards."""
-    proc = subprocess.Popen(
-        [*SIDECAR, *args], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def wait_status(

@@ -9,14 +9,13 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import SIDECAR, child_env, python_app, run_sidecar
+from tests.conftest import child_env, python_app, run_sidecar
+from tests.conftest import running_sidecar as sidecar
 
 SLEEPER = python_app("import time\ntime.sleep(60)")
 
@@ -50,24 +49,6 @@ def one_line(stderr: bytes) -> str:
     assert text.endswith("\n"), text
     assert text.count("\n") == 1, text
     return text.strip()
-
-
-@contextmanager
-def sidecar(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run sidecar-run in the background; SIGTERM and reap it afterwards."""
-    proc = subprocess.Popen(
-        [*SIDECAR, *args], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def wait_running(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> dict[str, Any]:

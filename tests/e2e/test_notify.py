@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SIDECAR, child_env, python_app, run_sidecar
+from tests.conftest import child_env, python_app, run_sidecar
+from tests.conftest import running_sidecar as sidecar
 
 SLEEPER = python_app("import time\ntime.sleep(60)")
 RUN = ["--admin", "off", "--start-seconds", "200ms", "--"]
@@ -28,24 +28,6 @@ def notify_socket(address: str | bytes) -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
-
-
-@contextmanager
-def sidecar(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run sidecar-run in the background; SIGTERM and reap it afterwards."""
-    proc = subprocess.Popen(
-        [*SIDECAR, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def receive(sock: socket.socket, timeout: float) -> str | None:
