@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -254,6 +253,3 @@ def demo(argv: Sequence[str]) -> int:
             "--", sys.executable, app,
         ]
     )  # fmt: skip
-
-
-_ = argparse  # argparse is the parser behind _Parser; kept importable for the docs generator

@@ -25,7 +25,6 @@ from . import __version__
 from ._config import Config
 from ._context import PluginInfo, Services
 from ._convert import signal_name
-from ._errors import SidecarError
 from ._events import Event, Hub, OutputLine, ShutdownStarted
 from ._http import Request, Response, RouteTable
 from ._logging import get_logger
@@ -314,7 +313,3 @@ class Runtime:
         if self._stopped_by is not None:  # stopped before the app was started
             return 128 + self._stopped_by
         return 0
-
-
-def format_error(err: SidecarError) -> str:
-    return f"sidecar-run: {err}"
