@@ -255,6 +255,7 @@ EVENT_DOCS: dict[str, str] = {
     "app_killed": "A second SIGTERM/SIGINT: SIGKILL to the app's process group at once.",
     "app_restart_scheduled": "The app is started again after `delay` seconds.",
     "app_spawn_failed": "The command could not be executed (the run exits 126/127).",
+    "app_restart_requested": "`POST /restart` asked for a graceful restart of the app.",
     "app_state_changed": (
         "Every state change, with `old`, `new` and `reason`. Level warning for `BACKOFF` and "
         "`FATAL`, else info (info for a failed spawn)."
@@ -777,6 +778,10 @@ def _json_keys(data: Any, prefix: str, plugin_names: set[str]) -> list[str]:
     return keys
 
 
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
+
+
 async def _probe_routes() -> tuple[list[list[str]], list[str]]:
     """Run each built-in plugin beside a real app; collect the routes and the /status keys."""
     import json
@@ -800,6 +805,9 @@ async def _probe_routes() -> tuple[list[list[str]], list[str]]:
                     f"`{route.path}`",
                     route.owner,
                     "yes" if route.mutating else "no",
+                    _first_line(route.handler.__doc__).removeprefix(
+                        f"{route.method} {route.path}: "
+                    ),
                 ]
                 if row not in rows:
                     rows.append(row)
@@ -824,7 +832,7 @@ def render_endpoints() -> str:
             "`/healthz`; they do not exist yet."
         ),
         "## Routes",
-        _table(["Method", "Path", "Mounted by", "Mutating"], rows),
+        _table(["Method", "Path", "Mounted by", "Mutating", "What it does"], rows),
         (
             "- A `GET` route also answers `HEAD`.\n"
             "- An unknown path is `404`; a known path with another method is `405` with `Allow`.\n"

@@ -103,6 +103,7 @@ class Runtime:
             on_child=self.reaper.reap,
         )
         self.routes.add("GET", "/status", self._status, owner="core")
+        self.routes.add("POST", "/restart", self._restart, owner="core", mutating=True)
         self.readiness.set("app", False, "not started")
         self.readiness.on_change(self._on_ready_change)
         self._shutdown_reason: str | None = None
@@ -187,7 +188,17 @@ class Runtime:
 
     # -- endpoints -------------------------------------------------------------------------------
 
+    async def _restart(self, request: Request) -> Response:
+        """POST /restart: stop the app gracefully and start it again (backoff applies)."""
+        reason = f"requested over the admin listener by {request.client or 'a local client'}"
+        if self.supervisor.request_restart(reason):
+            self.log.info("app_restart_requested", client=request.client)
+            return Response.json({"restarting": True, "pid": self.supervisor.pid}, status=202)
+        body = {"restarting": False, "state": self.supervisor.state.value}
+        return Response.json(body, status=409)
+
     async def _status(self, request: Request) -> Response:
+        """GET /status: the app's state, restarts, last exit and the plugins, as JSON."""
         stats = self.supervisor.statistics()
         last_exit = None
         if stats.last_exit is not None:

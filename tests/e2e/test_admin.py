@@ -311,3 +311,38 @@ def test_loopback_detection_for_mutating_routes(remote: str | None, local: bool)
     from sidecar_plugins.admin import _is_local
 
     assert _is_local(remote) is local
+
+
+@pytest.mark.slow
+def test_post_restart_restarts_the_app_and_get_is_refused(tmp_path: Path) -> None:
+    """POST /restart stops the app gracefully and starts it again; GET /restart is 405."""
+    admin = f"127.0.0.1:{free_port()}"
+    runs = tmp_path / "runs"
+    app = python_app(
+        f"""
+        import signal, sys, time
+        with open({str(runs)!r}, "a") as f:
+            f.write("run\\n")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            time.sleep(1)
+        """
+    )
+    args = ["--admin", admin, "--start-seconds", "100ms", "--restart-delay", "10ms"]
+    with sidecar([*args, "--", *app]) as proc:
+        first = wait_status(admin, proc)
+        code, _, _ = http_request(admin, "GET", "/restart")
+        assert code == 405
+        code, _, body = http_request(admin, "POST", "/restart")
+        assert code == 202
+        assert json.loads(body)["restarting"] is True
+        deadline = time.monotonic() + 15
+        while True:
+            second = wait_status(admin, proc)
+            if second["pid"] != first["pid"]:
+                break
+            assert time.monotonic() < deadline, "the app was not restarted"
+            time.sleep(0.05)
+        assert second["restarts"] == 1
+        assert second["last_exit"]["code"] == 0  # it stopped in its own SIGTERM handler
+    assert runs.read_text() == "run\nrun\n"
