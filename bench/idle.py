@@ -50,7 +50,7 @@ RSS_ALL_PLUGINS_MIB = 45.0
 CPU_PCT_MAX = 0.05  # shown with one decimal: "0.0 %"
 WAKEUPS_MAX = 1.0
 SLEEP = shutil.which("sleep") or "/bin/sleep"
-NO_PLUGINS = "sidecar-run --admin off"
+NO_PLUGINS = "sidecar-run --no-plugins"
 DEFAULT = "sidecar-run (default config: admin on)"
 FLOOR = "python sleeping (floor, not a supervisor)"
 
@@ -76,7 +76,7 @@ class Variant:
 def variants() -> list[Variant]:
     app = [SLEEP, "3600"]
     found = [
-        Variant(NO_PLUGINS, [SIDECAR, "--admin", "off", "--", *app]),
+        Variant(NO_PLUGINS, [SIDECAR, "--no-plugins", "--", *app]),
         Variant(DEFAULT, [SIDECAR, "--admin", "127.0.0.1:0", "--", *app]),
     ]
     if TINI:

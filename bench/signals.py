@@ -101,11 +101,11 @@ def variants() -> list[Variant]:
         found.append(Variant("tini -s", [TINI, "-s", "--"]))
     if DUMB_INIT:
         found.append(Variant("dumb-init", [DUMB_INIT]))
-    found.append(Variant("sidecar-run --admin off", [SIDECAR, "--admin", "off", "--"]))
+    found.append(Variant("sidecar-run --no-plugins", [SIDECAR, "--no-plugins", "--"]))
     found.append(
         Variant(
-            "sidecar-run --admin off --forward-to child",
-            [SIDECAR, "--admin", "off", "--forward-to", "child", "--"],
+            "sidecar-run --no-plugins --forward-to child",
+            [SIDECAR, "--no-plugins", "--forward-to", "child", "--"],
         )
     )
     return found

@@ -51,7 +51,7 @@ from bench._common import (
 TARGET_MS = 100.0
 TRUE = shutil.which("true") or "/bin/true"
 DATE = shutil.which("date") or "/bin/date"
-NO_PLUGINS = [SIDECAR, "--admin", "off", "--"]
+NO_PLUGINS = [SIDECAR, "--no-plugins", "--"]
 DEFAULT_CONFIG = [SIDECAR, "--admin", "127.0.0.1:0", "--"]  # port 0: runs never collide
 
 
@@ -74,7 +74,7 @@ def supervisors() -> list[tuple[str, list[str]]]:
         found.append(("tini -s --", [TINI, "-s", "--"]))
     if DUMB_INIT:
         found.append(("dumb-init", [DUMB_INIT]))
-    found.append(("sidecar-run --admin off --", NO_PLUGINS))
+    found.append(("sidecar-run --no-plugins --", NO_PLUGINS))
     found.append(("sidecar-run --admin 127.0.0.1:0 --", DEFAULT_CONFIG))
     return found
 
@@ -206,12 +206,12 @@ def by_owner(imp: Imports, exclude: set[str]) -> dict[str, list[tuple[str, float
 
 def import_report(runs: int, env: dict[str, str]) -> None:
     base = importtime(["-c", "pass"], runs, env)
-    off = importtime(["-m", "sidecar_runtime", "--admin", "off", "--", TRUE], runs, env)
+    off = importtime(["-m", "sidecar_runtime", "--no-plugins", "--", TRUE], runs, env)
     on = importtime(["-m", "sidecar_runtime", "--admin", "127.0.0.1:0", "--", TRUE], runs, env)
     baseline = set(base.self_us)
     print()
     print(
-        "Import breakdown: python -X importtime -m sidecar_runtime --admin off -- true "
+        "Import breakdown: python -X importtime -m sidecar_runtime --no-plugins -- true "
         f"(median of {runs} run(s); importtime inflates absolute figures: read them as shares)"
     )
     print("Top 10 by cumulative time (indent = nesting; * = python -c pass imports it too):")
@@ -264,7 +264,7 @@ def import_report(runs: int, env: dict[str, str]) -> None:
         ]
     )
     print_table(
-        ["owner", "--admin off ms", "default ms", "modules", "largest (by self time)"],
+        ["owner", "--no-plugins ms", "default ms", "modules", "largest (by self time)"],
         rows,
         align="lrrrl",
     )
@@ -371,12 +371,12 @@ def main() -> None:
 
     import_report(imp_runs, env)
 
-    off = next(v for v in walls if "--admin off" in v.label)
+    off = next(v for v in walls if "--no-plugins" in v.label)
     delta_ms = (median(off.walls) - py) * 1e3
     print()
     print(f"Measured in {elapsed:.0f} s; all figures above come from this one interleaved run.")
     print(
-        f"TARGET  sidecar-run --admin off -- true within {TARGET_MS:.0f} ms of python -c pass: "
+        f"TARGET  sidecar-run --no-plugins -- true within {TARGET_MS:.0f} ms of python -c pass: "
         f"{median(off.walls) * 1e3:.1f} vs {py * 1e3:.1f} ms → Δ {delta_ms:+.1f} ms  "
         f"{verdict(delta_ms <= TARGET_MS)}"
     )

@@ -200,7 +200,11 @@ NOT_HANDLED_DOCS: dict[str, str] = {
 STATUS_DOCS: dict[str, tuple[str, str]] = {
     "state": ("string", "The app's state: `STOPPED`, `STARTING`, `RUNNING`, ... (see states)."),
     "pid": ("integer or null", "The running app's pid, also its process group id."),
-    "ready": ("boolean", "Readiness: true while the app is `RUNNING` and not shutting down."),
+    "ready": (
+        "boolean",
+        "Readiness: true while the app is `RUNNING`, every readiness check passes (the health "
+        "plugin's probes) and no shutdown has begun; what `/readyz` answers.",
+    ),
     "uptime_seconds": ("number or null", "How long the current process has run."),
     "starts": ("integer", "Processes spawned so far."),
     "restarts": ("integer", "Times the app was started again after an exit."),
@@ -648,7 +652,7 @@ def render_config() -> str:
         *plugin_parts,
         "## The embedded default",
         (
-            "Merged under every file; it enables the admin listener:\n\n"
+            "Merged under every file; it enables the built-in plugins:\n\n"
             f"```toml\n{DEFAULT_CONFIG_TOML.strip()}\n```"
         ),
         "## Every key with its default",
@@ -828,8 +832,8 @@ def render_endpoints() -> str:
         (
             "The admin listener (the `admin` plugin, on by default at `127.0.0.1:9901`; see "
             "`plugins.admin.listen` and `--admin`) serves every route that the core and the "
-            "plugins mount. Planned plugins will add `/metrics`, `/livez`, `/readyz` and "
-            "`/healthz`; they do not exist yet."
+            "plugins mount. `/livez`, `/readyz` and `/healthz` are the health plugin's: see "
+            "[health](health.md#endpoints) for their replies."
         ),
         "## Routes",
         _table(["Method", "Path", "Mounted by", "Mutating", "What it does"], rows),

@@ -229,6 +229,12 @@ def build_run_parser(
         help="how the app's stdout/stderr are carried (output.mode)",
     )
     add(
+        "--no-plugins",
+        action="store_true",
+        default=None,
+        help="run no plugin at all, whatever the config says: a plain supervisor, like tini",
+    )
+    add(
         "--no-subreaper",
         action="store_true",
         default=None,
@@ -304,6 +310,9 @@ def parse_run_args(
         overrides["plugins.admin.enabled"] = False
     elif args.admin is not None:
         overrides["plugins.admin.listen"] = args.admin
+    if args.no_plugins:
+        overrides = {k: v for k, v in overrides.items() if not k.startswith("plugins.")}
+        overrides["plugins"] = {}
     if command is not None:
         if not command:
             parser.error("no command after '--'")

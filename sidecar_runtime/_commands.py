@@ -36,6 +36,10 @@ def check(argv: Sequence[str]) -> int:
         check_environment(config, origins)
     except SidecarError as err:
         return _fail(err)
+    for spec in specs:  # a plugin may lint its own config (e.g. probes that fight each other)
+        hook = getattr(spec.cls, "check_warnings", None)
+        for warning in hook(spec.config) if hook is not None else ():
+            sys.stderr.write(f"sidecar-run check: warning: plugins.{spec.name}: {warning}\n")
     data = config.to_builtins()
     data["plugins"] = {name: data["plugins"][name] for name in data["plugins"]}
     for spec in specs:

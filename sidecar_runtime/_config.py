@@ -169,15 +169,20 @@ class Config(msgspec.Struct, **_STRUCT):
         return data
 
 
-#: The embedded default: output passthrough and the admin listener on 127.0.0.1:9901.
+#: The embedded default: output passthrough, the admin listener on 127.0.0.1:9901, /metrics and
+#: the health endpoints (readiness = the app is RUNNING until probes are configured).
 DEFAULT_CONFIG_TOML = """
 [plugins.admin]
+
+[plugins.metrics]
+
+[plugins.health]
 """
 
 
 def _default_tree() -> dict[str, Any]:
     """:data:`DEFAULT_CONFIG_TOML` as data (a test keeps the two equal)."""
-    return {"plugins": {"admin": {}}}
+    return {"plugins": {"admin": {}, "metrics": {}, "health": {}}}
 
 
 def _toml(text: str) -> dict[str, Any]:

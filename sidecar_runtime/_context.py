@@ -50,7 +50,8 @@ class Plugin(Protocol):
     ``Config`` is a msgspec Struct the table is decoded into (strictly) before ``__init__``.
     ``run`` sets up, calls ``task_status.started()`` once it is ready (ports bound), runs until
     cancelled and cleans up. Optional class attribute ``after``: names of plugins that, when
-    enabled, start before this one and stop after it.
+    enabled, start before this one and stop after it. Optional classmethod
+    ``check_warnings(config) -> list[str]``: what ``sidecar-run check`` should warn about.
     """
 
     Config: ClassVar[type[Any]]

@@ -330,3 +330,25 @@ def test_status_bad_address_exits_2() -> None:
     result = run_sidecar(["status", "--admin", "nope"], timeout=20)
     assert result.returncode == 2
     assert "'nope'" in one_line(result.stderr)
+
+
+def test_no_plugins_runs_a_plain_supervisor() -> None:
+    """--no-plugins drops every plugin table, even one a flag asked for (e.g. --admin)."""
+    result = run_sidecar(
+        ["check", "--no-plugins", "--admin", "127.0.0.1:1", "--", "true"], timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["plugins"] == {}
+    run = run_sidecar(["--no-plugins", "--", "sh", "-c", "echo plain"], timeout=20)
+    assert (run.returncode, run.stdout, run.stderr) == (0, b"plain\n", b"")
+
+
+def test_check_prints_plugin_warnings_and_exits_zero() -> None:
+    """check shows a plugin's warnings (health: liveness as strict as readiness) on stderr."""
+    probe = "http://127.0.0.1:8080/health"
+    args = ["check", "--probe", f"liveness={probe}", "--probe", f"readiness={probe}", "--", "true"]
+    result = run_sidecar(args, timeout=20)
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.decode().splitlines()
+    assert warnings
+    assert all(w.startswith("sidecar-run check: warning: plugins.health: ") for w in warnings)

@@ -33,9 +33,9 @@ def config_error(*args: object, **kwargs: object) -> str:
 
 
 def test_defaults_without_sources() -> None:
-    """With no file, env or overrides the embedded defaults decode, admin enabled."""
+    """With no file, env or overrides the embedded defaults decode: admin, metrics, health."""
     config = load_config(environ=NO_ENV)
-    assert config == Config(plugins={"admin": {}})
+    assert config == Config(plugins={"admin": {}, "metrics": {}, "health": {}})
     assert config.restart.policy == "never"
     assert config.stop.signal.as_signals() is signal.SIGTERM
     assert config.stop.timeout == 30.0
@@ -423,7 +423,7 @@ def test_unknown_plugin_is_rejected() -> None:
 def test_disabled_plugin_is_skipped() -> None:
     """enabled = false leaves the plugin out."""
     config = load_config(environ=NO_ENV, overrides={"plugins.admin.enabled": False})
-    assert load_plugins(config) == []
+    assert "admin" not in [spec.name for spec in load_plugins(config)]
 
 
 def test_plugin_value_error_names_the_file(tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ async def test_crashed_plugin_routes_are_removed_while_it_is_down() -> None:
             reply = await harness.request("GET", "/hello")
             assert reply.status == 404
             paths = [route.path for route in harness.runtime.routes.routes()]
-            assert paths == ["/status"]
+            assert paths == ["/restart", "/status"]  # the core's routes only
 
 
 async def test_plugin_failing_before_started_raises_plugin_error() -> None:
@@ -371,9 +371,10 @@ async def test_routes_are_removed_when_the_plugin_stops() -> None:
     with anyio.fail_after(10):
         async with plugin_harness(Probe) as harness:
             runtime = harness.runtime
-            assert {r.path for r in runtime.routes.routes()} == {"/status", "/hello", "/echo"}
+            paths = {r.path for r in runtime.routes.routes()}
+            assert paths == {"/restart", "/status", "/hello", "/echo"}
         assert harness.plugin_state == "stopped"
-        assert [r.path for r in runtime.routes.routes()] == ["/status"]
+        assert [r.path for r in runtime.routes.routes()] == ["/restart", "/status"]
         assert runtime.services.hooks == []
 
 

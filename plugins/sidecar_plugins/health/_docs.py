@@ -1,0 +1,257 @@
+"""The health plugin's reference prose, kept beside the code it describes.
+
+``docs/gen_reference.py`` reads :data:`CONFIG_DOCS` and :data:`EVENT_DOCS` through the plugin
+class and writes :func:`reference_page` to ``docs/reference/health.md``. Every probe key and
+metric must have prose here, or generating the page fails, so the reference cannot drift.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import msgspec
+
+from ._config import MIN_PERIOD, ProbeConfig, format_seconds
+from ._metrics import METRIC_DOCS
+
+__all__ = ["CONFIG_DOCS", "EVENT_DOCS", "PROBE_KEY_DOCS", "reference_page"]
+
+CONFIG_DOCS: dict[str, str] = {
+    "probes": (
+        "The probes, a list of tables (`[[plugins.health.probes]]`); the keys are in the "
+        "[health reference](health.md#probe-keys). Empty: the app is ready while it is "
+        "`RUNNING`. `--probe KIND=TARGET` replaces the list."
+    ),
+    "watchdog": (
+        "Send `WATCHDOG=1` to systemd at half of `$WATCHDOG_USEC` while the app is live "
+        "(`WatchdogSec=` in the unit)."
+    ),
+    "max_response_bytes": (
+        "At most this much of an HTTP probe's body, or of an exec probe's output, is read and "
+        "kept (Kubernetes reads 10 KiB); the rest is never read, or is drained and dropped."
+    ),
+}
+
+EVENT_DOCS: dict[str, str] = {
+    "probe_passed": (
+        "A readiness probe reached `success_threshold` successes in a row, or a startup probe "
+        "passed (liveness and readiness probes start now)."
+    ),
+    "probe_failed": "A probe reached `failure_threshold` failures in a row; `detail` says why.",
+    "liveness_restart_requested": (
+        "A failed liveness probe asked the core to restart the app (graceful stop, backoff)."
+    ),
+    "startup_restart_requested": (
+        "A startup probe failed `failure_threshold` times: the app is restarted, as Kubernetes "
+        "restarts a container that never started."
+    ),
+    "liveness_as_strict_as_readiness": (
+        "At plugin start: a liveness probe checks the same target as a readiness probe and "
+        "fails no later than it, a known cause of cascading restarts."
+    ),
+    "health_metrics_not_registered": (
+        "The shared registry refused the health metrics (a name is taken); probing goes on "
+        "without them."
+    ),
+    "watchdog_enabled": "`WATCHDOG_USEC` is set: `WATCHDOG=1` every `interval` seconds.",
+    "watchdog_disabled": "`WATCHDOG_USEC` is set but cannot be used; `reason` says why.",
+    "watchdog_pings_stopped": (
+        "The app is not live; systemd's watchdog acts unless it recovers. `reason` lists the "
+        "failed checks."
+    ),
+    "watchdog_pings_resumed": "The app is live again; pings go on.",
+}
+
+PROBE_KEY_DOCS: dict[str, str] = {
+    "kind": (
+        "`startup`: passes once, gates the others; `failure_threshold` failures restart the app. "
+        "`liveness`: `failure_threshold` failures restart the app. `readiness`: holds "
+        "readiness back until it passes; failures only make the app unready."
+    ),
+    "name": (
+        "Shown in `/livez`, `/readyz`, logs and metric labels. Default `<kind>-<target>`, e.g. "
+        "`readiness-http` (`-2`, `-3` for repeats)."
+    ),
+    "http": "Target: GET this `http://` or `https://` URL.",
+    "tcp": "Target: open a TCP connection to `HOST:PORT` (`tcp://` optional) and close it.",
+    "exec": (
+        "Target: run this argv (no shell) in its own process group; it passes on exit 0. At "
+        "the timeout, and when it ends, its whole group gets SIGKILL."
+    ),
+    "process": "Target (`true`): the app's process exists and is not a zombie or stopped.",
+    "method": "HTTP method (http only).",
+    "headers": 'Extra request headers, e.g. `{ Host = "app.local" }` (http only).',
+    "expect_status": (
+        "Statuses that pass: `200-399` (Kubernetes' rule), `200`, or a list like "
+        "`200,204,300-399` (http only). Redirects are not followed."
+    ),
+    "body_contains": (
+        "Also require this text in the first `max_response_bytes` of the body (http only)."
+    ),
+    "tls_verify": "Verify the server's certificate for `https://` (http only).",
+    "initial_delay": (
+        "Wait this long after the app's process started before the first check "
+        "(`initialDelaySeconds`)."
+    ),
+    "period": (f"Time between checks (`periodSeconds`); at least {format_seconds(MIN_PERIOD)}."),
+    "timeout": ("A check that takes longer fails (`timeoutSeconds`); must be less than `period`."),
+    "success_threshold": (
+        "Successes in a row to pass after failing (`successThreshold`); must be 1 except for "
+        "readiness."
+    ),
+    "failure_threshold": "Failures in a row to fail (`failureThreshold`).",
+}
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " \\| ".join(f'`"{a}"`' for a in args)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " \\| ".join([*names, "unset"] if type(None) in args else names)
+    if origin is list:
+        return f"list of {_type_name(args[0])}s"
+    if origin is dict:
+        return f"table of {_type_name(args[1])}s"
+    simple: dict[Any, str] = {str: "string", int: "integer", bool: "boolean"}
+    if tp in simple:
+        return simple[tp]
+    return "duration" if getattr(tp, "__name__", "") == "Duration" else str(tp)
+
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, float):
+        return f'`"{format_seconds(value)}"`'
+    if value == {}:
+        return "`{}`"
+    return f"`{value}`"
+
+
+def _probe_key_table() -> str:
+    fields = msgspec.structs.fields(ProbeConfig)
+    names = [f.name for f in fields]
+    missing = [n for n in names if n not in PROBE_KEY_DOCS]
+    stale = [k for k in PROBE_KEY_DOCS if k not in names]
+    if missing or stale:
+        msg = f"PROBE_KEY_DOCS: missing {missing}, stale {stale} (plugins/sidecar_plugins/health)"
+        raise ValueError(msg)
+    hints = typing.get_type_hints(ProbeConfig, include_extras=True)
+    rows = ["| Key | Type | Default | Description |", "|---|---|---|---|"]
+    for field in fields:
+        if field.required:
+            default = "required"
+        elif field.default_factory is not msgspec.NODEFAULT:
+            default = _default(field.default_factory())
+        else:
+            default = _default(field.default)
+        prose = PROBE_KEY_DOCS[field.name].replace("|", "\\|")
+        rows.append(f"| `{field.name}` | {_type_name(hints[field.name])} | {default} | {prose} |")
+    return "\n".join(rows)
+
+
+def _metric_table() -> str:
+    rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
+    for name, (kind, labels, text) in METRIC_DOCS.items():
+        label_text = ", ".join(f"`{x}`" for x in labels.split(", ")) if labels != "-" else "-"
+        rows.append(f"| `{name}` | {kind} | {label_text} | {text} |")
+    return "\n".join(rows)
+
+
+_ENDPOINT_TABLE = """\
+| Path | `200` when | Else |
+|---|---|---|
+| `GET /livez` | the app is `RUNNING` (or the runtime is shutting down) and no liveness or \
+startup probe has failed | `503` |
+| `GET /readyz` | the readiness board is ready: the app is `RUNNING`, every readiness and \
+startup probe passes (and any other plugin's check), no shutdown | `503` |
+| `GET /healthz` | as `/livez` (the legacy name) | `503` |"""
+
+
+def reference_page() -> str:
+    """``docs/reference/health.md``: probe keys, endpoints and their replies, metrics."""
+    return f"""# Health
+
+The `health` plugin (on by default) probes the app the way the kubelet does and publishes one
+readiness truth: `/readyz`, `READY=1` to systemd and the proxy all follow the readiness board.
+With no probes, the app is ready while it is `RUNNING`. How to set probes up:
+[health probes](../how-to/health-probes.md).
+
+## Probe keys
+
+Each entry of `plugins.health.probes` is a table with a `kind` and exactly one target (`http`,
+`tcp`, `exec` or `process`). The timing keys have Kubernetes' names and defaults.
+`--probe readiness=http://127.0.0.1:8080/health`, `--probe liveness=tcp://127.0.0.1:8080` and
+`--probe 'startup=exec:pg_isready -q'` add one with the defaults.
+
+{_probe_key_table()}
+
+A config error names the probe, e.g.
+`plugins.health.probes[1]: timeout: must be more than 0 and less than period (1s), got 2s`.
+
+## Semantics
+
+- Every new process of the app starts from scratch: startup probes run first; liveness and
+  readiness probes start when every startup probe has passed, each after its
+  `initial_delay` counted from the process start.
+- A readiness probe starts failing (not ready) and passes after `success_threshold`
+  successes in a row; `failure_threshold` failures in a row make the app unready again.
+- A liveness probe starts passing. `failure_threshold` failures in a row restart the app
+  through the core (`stop.signal`, then SIGKILL at `stop.timeout`; the restart backoff
+  applies). A startup probe that fails `failure_threshold` times does the same.
+- A check that outlives `timeout` is cancelled and counts as a failure. An exec probe's whole
+  process group is then killed; it is also killed when the command ends, so nothing it forked
+  survives (a process that starts its own session escapes, as it would from a shell).
+- When the shutdown begins, probing stops and readiness is false at once.
+
+## Endpoints
+
+Served by the admin listener, in kube-apiserver's format, for Kubernetes probes
+(`httpGet: {{path: /readyz, port: 9901}}`) and people (`?verbose`). `HEAD` works too.
+
+{_ENDPOINT_TABLE}
+
+A passing reply is `ok`. A failing reply, and any reply to `?verbose`, lists every check, one
+line each, and a verdict. `Content-Type: text/plain; charset=utf-8`:
+
+```text
+$ curl -s localhost:9901/readyz?verbose
+[+]app ok: RUNNING
+[+]health/readiness-http ok: HTTP 200 in 1.3ms
+readyz check passed
+$ curl -si localhost:9901/livez
+HTTP/1.1 503 Service Unavailable
+...
+[+]ping ok
+[+]app ok: RUNNING
+[-]health/liveness-exec failed: exit 1: no heartbeat in 30s in 12ms
+livez check failed
+```
+
+During the shutdown `/readyz` answers `503` with `[-]shutdown failed: the runtime is shutting
+down`, while `/livez` stays `200`.
+
+## Metrics
+
+On the runtime's shared registry, served at `/metrics` by the `metrics` plugin. They appear once
+the app first reaches `RUNNING` or the first probe has run.
+
+{_metric_table()}
+
+## systemd watchdog
+
+Under a unit with `WatchdogSec=`, systemd sets `WATCHDOG_USEC`. The plugin then sends
+`WATCHDOG=1` every `WATCHDOG_USEC / 2` while `/livez` would answer `200`, and stops while it
+would not, so systemd's watchdog acts if the restart through the core does not help
+(`health.watchdog = false` turns this off).
+"""
