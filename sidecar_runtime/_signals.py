@@ -102,8 +102,8 @@ class SignalPolicy:
                 self._escalate()
             else:
                 self.stopping = True
+                self._stop(sig, self.rewrite.get(sig, sig))  # the stop signal goes out first
                 log.info("signal_received", signal=signal_name(sig), action="stop")  # type: ignore[attr-defined]
-                self._stop(sig, self.rewrite.get(sig, sig))
             return
         target = self.rewrite.get(sig, sig)
         if sig == signal.SIGWINCH:

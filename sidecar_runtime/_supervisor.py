@@ -166,11 +166,11 @@ class AppSupervisor:
         if sig is not None:
             self._stop_signal = sig
         self._stop_deadline = deadline
-        self._stop.set()
-        self._kick.set()
         child = self.child
         if child is not None and child.running and self.state.has_process:
             self._signal_stop(child, "stop requested")  # now, not a task switch later
+        self._stop.set()
+        self._kick.set()
 
     def _signal_stop(self, child: Child, reason: str) -> None:
         if self.state is AppState.STOPPING:
