@@ -12,9 +12,10 @@ from http.client import HTTPConnection
 from importlib.resources import files
 from typing import Any
 
-from ._cli import _checked, _fail, _Parser, check_environment, parse_run_args, run
+from ._cli import _checked, _Parser, parse_run_args
 from ._convert import Address, parse_address, parse_duration
 from ._errors import ConfigError, SidecarError
+from ._run import check_environment, fail, run
 
 __all__ = ["check", "demo", "plugins", "status"]
 
@@ -35,7 +36,7 @@ def check(argv: Sequence[str]) -> int:
         specs = load_plugins(config, origins=origins)
         check_environment(config, origins)
     except SidecarError as err:
-        return _fail(err)
+        return fail(err)
     for spec in specs:  # a plugin may lint its own config (e.g. probes that fight each other)
         hook = getattr(spec.cls, "check_warnings", None)
         for warning in hook(spec.config) if hook is not None else ():
@@ -196,9 +197,9 @@ def status(argv: Sequence[str]) -> int:
             text = admin.get("listen") or "127.0.0.1:9901"
         address = parse_address(text)
     except ValueError as err:
-        return _fail(ConfigError(f"--admin: {err}"))
+        return fail(ConfigError(f"--admin: {err}"))
     except SidecarError as err:
-        return _fail(err)
+        return fail(err)
     try:
         data = fetch_status(address, parse_duration(args.timeout))
     except (OSError, ValueError) as err:
