@@ -112,6 +112,7 @@ class Runtime:
         self._stopped_by: int | None = None
         self._notified_ready = False
         self._stopping_notified = False
+        self._shutdown_logged = False
         self._deadline: float | None = None
         self._wake = anyio.Event()
 
@@ -164,12 +165,18 @@ class Runtime:
         self._deadline = time.monotonic() + self.config.stop.timeout
         self.signals.stopping = True
         self._notify_stopping(reason)
+        self._log_shutdown(reason)
         if not self.config.stop.pre_stop_delay and not self.services.hooks:
             # Nothing to wait for: the stop signal goes out at once. Step 1 follows in the same
             # synchronous step, so no task (no request, no probe) runs in between.
             self.supervisor.request_stop(stop_signal, deadline=self._deadline)
         self._begin_shutdown(reason)
         self._wake.set()
+
+    def _log_shutdown(self, reason: str) -> None:
+        if not self._shutdown_logged:
+            self._shutdown_logged = True
+            self.log.info("shutdown_started", reason=reason)
 
     def _notify_stopping(self, reason: str) -> None:
         if self.notifier.enabled and not self._stopping_notified:
@@ -180,7 +187,7 @@ class Runtime:
         """Step 1, synchronous: readiness false, STOPPING=1, plugins told. Runs once."""
         if self.shutdown_event.is_set():
             return
-        self.log.info("shutdown_started", reason=reason)
+        self._log_shutdown(reason)
         self._notify_stopping(reason)
         self.readiness.begin_shutdown()
         self.shutdown_event.set()
