@@ -7,16 +7,17 @@ Prometheus, with the admin listener on loopback). A busy address is a start-up e
 
 from __future__ import annotations
 
-import os
-import socket
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
-
-import anyio
+from typing import TYPE_CHECKING
 
 from sidecar_runtime import Address, PluginError, Request, Response
+
+from .._site import ListenError, core_request, reply
+from .._site import serve as serve_site
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["serve"]
 
@@ -33,65 +34,11 @@ async def serve(address: Address, path: str, handler: Handler) -> AsyncIterator[
             return web.Response(status=404, text=f"no route for {request.path}\n")
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, text="method not allowed\n", headers={"Allow": "GET"})
-        reply = await handler(
-            Request(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers={k.lower(): v for k, v in request.headers.items()},
-                client=request.remote,
-            )
-        )
-        body = reply.body if isinstance(reply.body, bytes) else b""
-        if request.method == "HEAD":
-            body = b""
-        return web.Response(status=reply.status, headers=dict(reply.headers), body=body)
+        return await reply(request, await handler(core_request(request)))
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", dispatch)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
     try:
-        site: web.BaseSite
-        if address.kind == "unix":
-            _remove_stale_socket(address.path)
-            site = web.UnixSite(runner, address.path)
-        else:
-            site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as err:
-            msg = f"plugins.metrics.listen: cannot listen on {address}: {err.strerror}"
-            raise PluginError(msg) from None
-        yield _bound(site, address)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()
-        if address.kind == "unix":
-            _remove_stale_socket(address.path)  # ours, now closed: leave no file behind
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Remove a unix socket file nobody listens on; leave anything else alone."""
-    try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return
-    except FileNotFoundError:
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-    finally:
-        probe.close()
-
-
-def _bound(site: Any, address: Address) -> str:
-    if address.kind == "unix":
-        return f"unix:{address.path}"
-    sock = site._server.sockets[
-        0
-    ]  # aiohttp keeps the asyncio server here; the only way to the port
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        async with serve_site(address, dispatch) as bound:
+            yield bound
+    except ListenError as err:
+        msg = f"plugins.metrics.listen: cannot listen on {address}: {err.strerror}"
+        raise PluginError(msg) from None
