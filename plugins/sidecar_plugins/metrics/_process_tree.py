@@ -76,15 +76,15 @@ class TreeAccount:
     def update(self, now: Mapping[Key, Seen]) -> None:
         prev = self._prev
         delta = [0.0] * _N
-        for key, seen in now.items():
+        for key, seen in now.items():  # a list per process, not a loop per field: a hot path
             old = prev.get(key)
             if old is None:
-                for i, value in enumerate(seen.counts):
-                    delta[i] += value
+                delta = [d + value for d, value in zip(delta, seen.counts, strict=True)]
             else:
-                for i, (value, before) in enumerate(zip(seen.counts, old.counts, strict=True)):
-                    if value > before:
-                        delta[i] += value - before
+                delta = [
+                    d + (value - before) if value > before else d
+                    for d, value, before in zip(delta, seen.counts, old.counts, strict=True)
+                ]
         vanished = prev.keys() - now.keys()
         for key in vanished:
             if self._absorbed(key, vanished, now):
@@ -195,11 +195,21 @@ class AppProcessCollector:
         """Everything about one process, or None if it vanished meanwhile."""
         pid, fs = st.pid, self._fs
         io = fds = mem = None
-        ctx, gone = self._guarded(fs.ctx_switches, pid, "status")
-        if not gone:
-            io, gone = self._guarded(fs.io, pid, "io")
-        if not gone:
-            fds, gone = self._guarded(fs.fd_count, pid, "fd")
+        try:  # the common case, in one go (a hot path); file by file if one may not be read
+            ctx = fs.ctx_switches(pid)
+            gone = ctx is None
+            if not gone:
+                io = fs.io(pid)
+                gone = io is None
+            if not gone:
+                fds = fs.fd_count(pid)
+                gone = fds is None
+        except PermissionError:
+            ctx, gone = self._guarded(fs.ctx_switches, pid, "status")
+            if not gone:
+                io, gone = self._guarded(fs.io, pid, "io")
+            if not gone:
+                fds, gone = self._guarded(fs.fd_count, pid, "fd")
         if not gone and self.pss_uss and st.state != "Z":  # a zombie has no memory map left
             mem, gone = self._guarded(fs.smaps, pid, "smaps_rollup")
         if gone:

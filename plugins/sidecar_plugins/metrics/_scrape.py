@@ -87,8 +87,9 @@ class Scraper:
 
     def _setup(self) -> None:
         """Create this plugin's collectors and register them on the shared registry."""
-        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+        from prometheus_client import GCCollector, PlatformCollector
 
+        from ._own_process import OwnProcessCollector
         from ._process_tree import AppProcessCollector
         from ._runtime_collector import RuntimeCollector
 
@@ -103,7 +104,7 @@ class Scraper:
             )
             wanted.append(("app_tree" if c.app_tree else "app", collector))
         if c.process:
-            wanted.append(("process", ProcessCollector(registry=_DISCARD)))  # type: ignore[arg-type]
+            wanted.append(("process", OwnProcessCollector()))
         if c.python:
             wanted.append(("python", PlatformCollector(registry=_DISCARD)))  # type: ignore[arg-type]
             wanted.append(("python", GCCollector(registry=_DISCARD)))  # type: ignore[arg-type]

@@ -125,7 +125,10 @@ async def test_tree_sums_children_with_known_memory() -> None:
             harness,
             lambda b: (
                 value(b, "sidecar_app_tree_processes") == children + 1
-                and value(b, "sidecar_app_tree_resident_memory_bytes") >= floor
+                # every child has touched all its memory (the main process is not counted)
+                and value(b, "sidecar_app_tree_resident_memory_bytes")
+                - value(b, "sidecar_app_resident_memory_bytes")
+                >= floor
             ),
         )
         tree_rss = value(body, "sidecar_app_tree_resident_memory_bytes")
