@@ -172,3 +172,27 @@ def report_stale() -> None:
             "WARNING: these sources changed during the run (their .pyc is stale, so some runs "
             f"compiled them from source): {', '.join(stale)}"
         )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes] | None], timeout: float = 35) -> None:
+    """SIGTERM every process still running, then wait for each; SIGKILL one that hangs."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        if proc is not None:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

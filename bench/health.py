@@ -48,6 +48,7 @@ from bench._common import (
     p90,
     print_table,
     report_stale,
+    stop_processes,
     verdict,
 )
 
@@ -207,15 +208,7 @@ def measure_cpu(window: float, settle: float) -> None:
                     v.error = f"gone: {err}"
                 v.rounds = hits1[v.index] - hits0[v.index]
     finally:
-        for v in variants:
-            if v.proc is not None and v.proc.poll() is None:
-                v.proc.terminate()
-        for v in variants:
-            if v.proc is not None:
-                try:
-                    v.proc.wait(timeout=35)
-                except subprocess.TimeoutExpired:
-                    v.proc.kill()
+        stop_processes([v.proc for v in variants])
         helper.kill()
         helper.wait()
 

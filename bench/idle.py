@@ -42,6 +42,7 @@ from bench._common import (
     header,
     print_table,
     report_stale,
+    stop_processes,
     verdict,
 )
 
@@ -154,15 +155,6 @@ def scrape_once(port: int) -> None:
     print(f"warning: could not scrape {url}")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=None, help="window (default 30)")
@@ -215,15 +207,7 @@ def main() -> None:
                 v.error = f"gone: {err}"
         sample_memory(vs)
     finally:
-        for v in vs:
-            if v.proc is not None and v.proc.poll() is None:
-                v.proc.terminate()
-        for v in vs:
-            if v.proc is not None:
-                try:
-                    v.proc.wait(timeout=35)
-                except subprocess.TimeoutExpired:
-                    v.proc.kill()
+        stop_processes([v.proc for v in vs])
 
     floor = next(v for v in vs if v.label == FLOOR)
     floor_rss = floor.rss[-1] if floor.rss else 0

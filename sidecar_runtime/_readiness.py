@@ -34,8 +34,7 @@ class Readiness:
         self._listeners: list[Callable[[bool], None]] = []
         self._ready = False
         self.ever_ready = False
-        self.first_ready_at: float | None = None  # wall clock
-        self.ready_since: float | None = None
+        self.ready_since: float | None = None  # wall clock
 
     @property
     def ready(self) -> bool:
@@ -88,7 +87,6 @@ class Readiness:
         self.ever_ready = self.ever_ready or ready
         if ready:
             self.ready_since = time.time()
-            self.first_ready_at = self.first_ready_at or self.ready_since
         else:
             self.ready_since = None
         event, self._changed = self._changed, anyio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,14 @@ SIDECAR = [sys.executable, "-m", "sidecar_runtime"]
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Core tests run on both backends; plugin tests override this with asyncio only."""
     return str(request.param)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def python_app(code: str) -> list[str]:

@@ -18,7 +18,7 @@ from sidecar_plugins.admin import AdminPlugin
 
 from sidecar_runtime import Request, Response
 from sidecar_runtime.testing import plugin_harness
-from tests.conftest import python_app, run_sidecar
+from tests.conftest import free_port, python_app, run_sidecar
 from tests.conftest import running_sidecar as sidecar
 
 SLEEPER = python_app("import time\ntime.sleep(60)")
@@ -28,14 +28,6 @@ SLEEPER = python_app("import time\ntime.sleep(60)")
 def anyio_backend() -> str:
     """The admin plugin runs aiohttp: asyncio only."""
     return "asyncio"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import textwrap
 import time
@@ -14,18 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import child_env, python_app, run_sidecar
+from tests.conftest import child_env, free_port, python_app, run_sidecar
 from tests.conftest import running_sidecar as sidecar
 
 SLEEPER = python_app("import time\ntime.sleep(60)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -4,7 +4,6 @@ make slow, failing, flapping or huge while they run; and a plugin that hands out
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +17,7 @@ from aiohttp import web
 from anyio.abc import SocketStream, TaskStatus
 
 from sidecar_runtime import PluginContext
+from tests.conftest import free_port
 
 
 class HttpTarget:
@@ -119,14 +119,6 @@ async def tcp_target() -> AsyncIterator[TcpTarget]:
             yield target
         finally:
             tg.cancel_scope.cancel()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -29,9 +29,9 @@ from sidecar_plugins.health._probes import (
 
 from sidecar_runtime import PluginContext
 from sidecar_runtime.testing import plugin_harness, python_app
+from tests.conftest import free_port
 from tests.plugins.health.helpers import (
     ContextPlugin,
-    free_port,
     group_alive,
     http_target,
     pid_alive,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import child_env, python_app, running_sidecar
-from tests.plugins.health.helpers import free_port, read_pids
+from tests.conftest import child_env, free_port, python_app, running_sidecar
+from tests.plugins.health.helpers import read_pids
 
 SLEEPER = python_app("import time\ntime.sleep(60)")
 

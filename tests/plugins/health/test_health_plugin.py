@@ -15,8 +15,8 @@ from sidecar_plugins.health._monitor import Monitor
 
 from sidecar_runtime import AppState, PluginContext, Response
 from sidecar_runtime.testing import PluginHarness, plugin_harness
+from tests.conftest import free_port
 from tests.plugins.health.helpers import (
-    free_port,
     group_alive,
     http_target,
     pid_alive,

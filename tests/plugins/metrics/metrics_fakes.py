@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -53,14 +52,6 @@ latency_seconds_sum 0.3
 latency_seconds_count 2
 # EOF
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class AppEndpoint:

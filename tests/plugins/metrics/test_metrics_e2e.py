@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import child_env, python_app, run_sidecar
+from tests.conftest import child_env, free_port, python_app, run_sidecar
 from tests.conftest import running_sidecar as sidecar
-from tests.plugins.metrics.metrics_fakes import OM_ACCEPT, OM_CT, free_port, samples, value
+from tests.plugins.metrics.metrics_fakes import OM_ACCEPT, OM_CT, samples, value
 
 #: A fake app's own /metrics, served from a thread: ``PORT`` and ``DELAY`` are filled in.
 APP_SERVER = """

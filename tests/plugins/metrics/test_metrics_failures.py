@@ -21,13 +21,13 @@ from sidecar_plugins.metrics._procfs import IOCounters, ProcFS
 from sidecar_plugins.metrics._selfstats import SelfStats
 
 from sidecar_runtime.testing import plugin_harness, python_app
+from tests.conftest import free_port
 from tests.plugins.metrics.metrics_fakes import (
     GOOD_OM,
     GOOD_TEXT,
     OM_CT,
     app_endpoint,
     body_of,
-    free_port,
     samples,
     value,
 )
