@@ -102,6 +102,7 @@ class SignalsConfig(msgspec.Struct, **_STRUCT):
 
     forward_to: Literal["group", "child"] = "group"
     rewrite: dict[str, str] = {}
+    hup: Literal["auto", "reload", "forward"] = "auto"
 
     def __post_init__(self) -> None:
         from ._convert import parse_signal

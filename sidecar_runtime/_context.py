@@ -86,6 +86,9 @@ class RuntimeStats(msgspec.Struct, frozen=True):
     output_dropped: int
     plugins: Sequence[PluginInfo]
     shutting_down: bool
+    reloads_succeeded: int = 0
+    reloads_failed: int = 0
+    last_reload_success: float | None = None  # Unix time of the last applied reload
 
 
 class Services(msgspec.Struct, eq=False):
@@ -105,7 +108,9 @@ class Services(msgspec.Struct, eq=False):
     notify: Callable[..., bool] = lambda **fields: False
     default_output_buffer: int = 4096
     hooks: list[tuple[str, ShutdownHook]] = msgspec.field(default_factory=list)
+    drain_hooks: list[tuple[str, ShutdownHook]] = msgspec.field(default_factory=list)
     started_at: float = msgspec.field(default_factory=time.time)
+    reload_stats: Any = None  # the runtime's ReloadStats
     _registry: CollectorRegistry | None = None
 
     @property
@@ -180,6 +185,7 @@ class PluginContext:
         self._routes: list[Route] = []
         self._subs: list[Subscription[Any]] = []
         self._hooks: list[tuple[str, ShutdownHook]] = []
+        self._drain_hooks: list[tuple[str, ShutdownHook]] = []
         self._info = info if info is not None else {}
 
     @property
@@ -242,6 +248,17 @@ class PluginContext:
         self._hooks.append(entry)
         self._services.hooks.append(entry)
 
+    def on_drain(self, hook: ShutdownHook) -> None:
+        """Run ``hook`` late in shutdown: after the app has exited and its output was read to the
+        end (every line delivered to output subscribers, then their end of stream), before plugins
+        are stopped. For shipping what is left (the logs plugin flushes its outputs here).
+
+        Hooks of all plugins run concurrently, bounded by what is left of the stop deadline, but
+        never less than the plugin stop grace (5 s)."""
+        entry = (self.name, hook)
+        self._drain_hooks.append(entry)
+        self._services.drain_hooks.append(entry)
+
     async def wait_shutdown(self) -> None:
         """Return once the runtime has begun its graceful shutdown."""
         await self._services.shutdown.wait()
@@ -275,6 +292,9 @@ class PluginContext:
             output_dropped=s.output.dropped,
             plugins=s.plugin_infos(),
             shutting_down=s.shutdown.is_set(),
+            reloads_succeeded=getattr(s.reload_stats, "succeeded", 0),
+            reloads_failed=getattr(s.reload_stats, "failed", 0),
+            last_reload_success=getattr(s.reload_stats, "last_success", None),
         )
 
     def _close(self) -> None:
@@ -286,6 +306,10 @@ class PluginContext:
         for hook in self._hooks:
             if hook in self._services.hooks:
                 self._services.hooks.remove(hook)
+        for hook in self._drain_hooks:
+            if hook in self._services.drain_hooks:
+                self._services.drain_hooks.remove(hook)
+        self._drain_hooks.clear()
         self._routes.clear()
         self._subs.clear()
         self._hooks.clear()

@@ -110,6 +110,11 @@ class Subscription(Generic[T]):
         """Next item; raises ``anyio.EndOfStream`` once the hub closed and all was read."""
         return await self._receive.receive()
 
+    def receive_nowait(self) -> T:
+        """Next item if one is buffered; raises ``anyio.WouldBlock`` otherwise, and
+        ``anyio.EndOfStream`` once the hub closed and all was read. For batching consumers."""
+        return self._receive.receive_nowait()
+
     def close(self) -> None:
         """Stop receiving. The hub forgets this subscriber."""
         self._hub._remove(self)

@@ -140,6 +140,7 @@ class PluginRunner(msgspec.Struct, eq=False):
     restarts: int = 0
     last_error: str | None = None
     info: dict[str, Any] = msgspec.field(default_factory=dict)
+    plugin: Any = None  # the instance of the current run (a reload hands it its new table)
     scope: anyio.CancelScope = msgspec.field(default_factory=anyio.CancelScope)
     done: anyio.Event = msgspec.field(default_factory=anyio.Event)
     _rng: random.Random = msgspec.field(default_factory=lambda: _new_rng())
@@ -173,7 +174,7 @@ class PluginRunner(msgspec.Struct, eq=False):
             began = time.monotonic()
             try:
                 try:
-                    plugin = self.spec.cls(self.spec.config)
+                    plugin = self.plugin = self.spec.cls(self.spec.config)
                     async with anyio.create_task_group() as tg:
                         await tg.start(_run_plugin, plugin, ctx)
                         self.state = "running"

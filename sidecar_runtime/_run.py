@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._cli import parse_run_args
 from ._errors import ConfigError, SidecarError
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._plugins import PluginSpec
 
 __all__ = ["check_environment", "exit_now", "fail", "run"]
 
@@ -99,8 +104,27 @@ def run(argv: Sequence[str]) -> int:
 
     holder: list[Runtime] = []
 
+    def reload_config() -> tuple[Config, list[PluginSpec]]:
+        """The configuration again, from the same file, environment and flags."""
+        fresh_origins: dict[str, str] = {}
+        fresh = load_config(path, overrides=overrides, origins=fresh_origins)
+        return fresh, load_plugins(fresh, origins=fresh_origins)
+
+    hup = config.signals.hup
+    reload_signals = (
+        frozenset({int(signal.SIGHUP)})
+        if hup == "reload" or (hup == "auto" and path is not None)
+        else frozenset()
+    )
+
     async def main() -> int:
-        runtime = Runtime(config, plugins, stdin_closed=stdin_closed)
+        runtime = Runtime(
+            config,
+            plugins,
+            stdin_closed=stdin_closed,
+            reload_config=reload_config,
+            reload_signals=reload_signals,
+        )
         holder.append(runtime)
         return await runtime.run()
 

@@ -7,7 +7,8 @@ deadline of ``stop.timeout``:
 1. readiness false, ``STOPPING=1``, shutdown event to plugins; optional pre-stop delay;
 2. plugins' shutdown hooks (the proxy drains) run concurrently;
 3. the app's stop signal; wait; SIGKILL its group at the deadline;
-4. the app's pipes read to their end; output subscribers get the end of stream;
+4. the app's pipes read to their end; output subscribers get the end of stream; plugins'
+   drain hooks (the logs plugin ships what is left) run concurrently;
 5. plugins stopped in reverse start order; exit with the app's status.
 """
 
@@ -20,11 +21,13 @@ import time
 from typing import Any
 
 import anyio
+import msgspec
 
 from . import __version__
 from ._config import Config
 from ._context import PluginInfo, Services
 from ._convert import signal_name
+from ._errors import PluginError
 from ._events import Event, Hub, OutputLine, ShutdownStarted
 from ._http import Request, Response, RouteTable
 from ._logging import get_logger
@@ -33,6 +36,7 @@ from ._output import OutputCapture
 from ._plugins import PluginRunner, PluginSpec
 from ._readiness import Readiness
 from ._reaper import Reaper, set_child_subreaper
+from ._reload import ConfigLoader, Reloader
 from ._signals import SignalPolicy, take_early_signals
 from ._state import AppState
 from ._supervisor import AppSupervisor
@@ -54,6 +58,8 @@ class Runtime:
         *,
         stdin_closed: bool = False,
         environ: dict[str, str] | None = None,
+        reload_config: ConfigLoader | None = None,
+        reload_signals: frozenset[int] = frozenset(),
     ) -> None:
         self.config = config
         self.log = get_logger()
@@ -89,10 +95,10 @@ class Runtime:
             notify=self.notifier.notify,
             default_output_buffer=config.output.subscriber_buffer,
         )
-        self.runners = [
-            PluginRunner(spec, self.services, self._plugin_logger, self._critical_failed)
-            for spec in plugins
-        ]
+        self.runners = [self._make_runner(spec) for spec in plugins]
+        self.reloader = Reloader(self, reload_config)
+        self.services.reload_stats = self.reloader.stats
+        self._tg: Any = None
         self.signals = SignalPolicy(
             rewrite=config.signals.rewrite_map(),
             forward=self.supervisor.send_signal,
@@ -101,9 +107,12 @@ class Runtime:
             on_winch=self.capture.sync_winsize,
             log=self.log,
             on_child=self.reaper.reap,
+            on_reload=self._reload_signal_received,
+            reload_signals=reload_signals if reload_config is not None else frozenset(),
         )
         self.routes.add("GET", "/status", self._status, owner="core")
         self.routes.add("POST", "/restart", self._restart, owner="core", mutating=True)
+        self.routes.add("POST", "/reload", self._reload, owner="core", mutating=True)
         self.readiness.set("app", False, "not started")
         self.readiness.on_change(self._on_ready_change)
         self._shutdown_reason: str | None = None
@@ -117,6 +126,54 @@ class Runtime:
         self._wake = anyio.Event()
 
     # -- callbacks -------------------------------------------------------------------------------
+
+    def _make_runner(self, spec: PluginSpec) -> PluginRunner:
+        return PluginRunner(spec, self.services, self._plugin_logger, self._critical_failed)
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown_reason is not None
+
+    async def add_runner(self, spec: PluginSpec) -> bool:
+        """Start a plugin while running (a reload added its table); false if it failed."""
+        runner = self._make_runner(spec)
+        try:
+            await self._tg.start(runner.run)
+        except PluginError as err:
+            self.log.error("plugin_start_failed", plugin=spec.name, error=str(err))
+            return False
+        self.runners.append(runner)
+        return True
+
+    async def replace_runner(self, runner: PluginRunner, spec: PluginSpec) -> bool:
+        """Restart ``runner``'s plugin with ``spec``; if that fails, start the old one again."""
+        index = self.runners.index(runner)
+        runner.scope.cancel()
+        with anyio.move_on_after(_PLUGIN_STOP_GRACE):
+            await runner.done.wait()
+        for candidate in (spec, runner.spec):
+            fresh = self._make_runner(candidate)
+            try:
+                await self._tg.start(fresh.run)
+            except PluginError as err:
+                self.log.error("plugin_start_failed", plugin=candidate.name, error=str(err))
+                continue
+            self.runners[index] = fresh
+            return candidate is spec
+        self.runners.pop(index)
+        return False
+
+    def _reload_signal_received(self, sig: int) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(self.reloader.reload, f"received SIG{signal_name(sig)}")
+
+    async def _reload(self, request: Request) -> Response:
+        """POST /reload: load the configuration again and apply it (the app keeps running)."""
+        outcome = await self.reloader.reload(
+            f"requested over the admin listener by {request.client or 'a local client'}"
+        )
+        status = 200 if outcome.ok else 400 if self.reloader.load is not None else 409
+        return Response.json(msgspec.to_builtins(outcome), status=status)
 
     def _plugin_logger(self, name: str) -> Any:
         return self.log.bind(plugin=name)
@@ -261,6 +318,7 @@ class Runtime:
         if self.config.subreaper and os.getpid() != 1 and not set_child_subreaper():
             self.log.warning("subreaper_unavailable", hint="orphans will not be reaped")
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             await tg.start(self.signals.run)  # owns SIGCHLD too, for the reaper
             await tg.start(functools.partial(self.reaper.run, own_sigchld=False))
             for sig in take_early_signals():
@@ -295,14 +353,16 @@ class Runtime:
         with anyio.CancelScope(shield=True):
             await self.capture.close(self.config.output.drain_timeout)
             self.events.close()
+            budget = max(deadline - time.monotonic(), _PLUGIN_STOP_GRACE)
+            await self._run_hooks(time.monotonic() + budget, drain=True)
             with anyio.move_on_after(_PLUGIN_STOP_GRACE):  # one budget for all plugins
                 for runner in reversed(self.runners):
                     runner.scope.cancel()
                     await runner.done.wait()
         self.log.info("shutdown_finished", exit_status=self.exit_status())
 
-    async def _run_hooks(self, deadline: float) -> None:
-        hooks = list(self.services.hooks)
+    async def _run_hooks(self, deadline: float, *, drain: bool = False) -> None:
+        hooks = list(self.services.drain_hooks if drain else self.services.hooks)
         if not hooks:
             return
 
@@ -310,14 +370,21 @@ class Runtime:
             try:
                 await hook()
             except Exception as err:
-                self.log.error("shutdown_hook_failed", plugin=name, error=str(err), exc_info=err)
+                fields = {"plugin": name, "error": str(err), "exc_info": err}
+                if drain:
+                    self.log.error("drain_hook_failed", **fields)
+                else:
+                    self.log.error("shutdown_hook_failed", **fields)
 
         with anyio.move_on_after(max(deadline - time.monotonic(), 0)) as scope:
             async with anyio.create_task_group() as tg:
                 for name, hook in hooks:
                     tg.start_soon(call, name, hook)
         if scope.cancelled_caught:
-            self.log.warning("shutdown_hooks_timed_out")
+            if drain:
+                self.log.warning("drain_hooks_timed_out")
+            else:
+                self.log.warning("shutdown_hooks_timed_out")
 
     def exit_status(self) -> int:
         """The app's status (128+N for signal N); 126/127 if it could not be started."""

@@ -4,8 +4,10 @@ SIGTERM and SIGINT start the graceful stop (a second one escalates to SIGKILL); 
 catchable signal is forwarded to the app exactly once, to its process group or to it alone,
 optionally rewritten (dumb-init's ``--rewrite``; rewriting to ``none`` drops it). SIGWINCH first
 copies the terminal size to the app's pty. SIGTSTP, SIGTTIN and SIGTTOU are forwarded and then
-the runtime stops itself, as a shell job would. Handlers are installed for all of them, so as
-PID 1 (where the kernel drops signals without a handler) nothing is ignored by accident.
+the runtime stops itself, as a shell job would. SIGHUP reloads the runtime's own configuration
+instead of being forwarded when ``signals.hup`` says so (``auto``: with a config file).
+Handlers are installed for all of them, so as PID 1 (where the kernel drops signals without a
+handler) nothing is ignored by accident.
 
 Not handled: SIGCHLD (the reaper's), SIGKILL/SIGSTOP (uncatchable), the synchronous fault
 signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT), and SIGPIPE and SIGXFSZ,
@@ -81,6 +83,8 @@ class SignalPolicy:
         on_winch: Callable[[], None],
         log: object,
         on_child: Callable[[], None] = lambda: None,
+        on_reload: Callable[[int], None] = lambda sig: None,
+        reload_signals: frozenset[int] = frozenset(),
     ) -> None:
         self.rewrite = dict(rewrite)
         self._forward = forward
@@ -88,6 +92,8 @@ class SignalPolicy:
         self._escalate = escalate
         self._on_winch = on_winch
         self._on_child = on_child
+        self._on_reload = on_reload
+        self.reload_signals = reload_signals
         self._log = log
         self.stopping = False
         self.received: dict[int, int] = {}
@@ -104,6 +110,10 @@ class SignalPolicy:
                 self.stopping = True
                 self._stop(sig, self.rewrite.get(sig, sig))  # the stop signal goes out first
                 log.info("signal_received", signal=signal_name(sig), action="stop")  # type: ignore[attr-defined]
+            return
+        if sig in self.reload_signals:
+            log.info("signal_received", signal=signal_name(sig), action="reload")  # type: ignore[attr-defined]
+            self._on_reload(sig)
             return
         target = self.rewrite.get(sig, sig)
         if sig == signal.SIGWINCH:

@@ -108,6 +108,14 @@ class PluginHarness:
         sup.request_stop()
         await sup.finished.wait()
 
+    async def end_output(self) -> None:
+        """End the app's output as the runtime does once the app exited and its pipes were read
+        to the end: subscribers get the end of stream, then the drain hooks run."""
+        self.runtime.output_hub.close()
+        await self.runtime._run_hooks(
+            time.monotonic() + self.runtime.config.stop.timeout, drain=True
+        )
+
     async def shutdown(self) -> None:
         """Begin shutdown as the runtime would: readiness false, shutdown hooks run."""
         self.runtime.readiness.begin_shutdown()
@@ -152,6 +160,7 @@ async def plugin_harness(
                     runtime.events.close()
                     runner.scope.cancel()
                     await runner.done.wait()
+                    runtime.notifier.close()
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         errors = _sidecar_errors(group)

@@ -188,7 +188,7 @@ async def test_crashed_plugin_routes_are_removed_while_it_is_down() -> None:
             reply = await harness.request("GET", "/hello")
             assert reply.status == 404
             paths = [route.path for route in harness.runtime.routes.routes()]
-            assert paths == ["/restart", "/status"]  # the core's routes only
+            assert paths == ["/reload", "/restart", "/status"]  # the core's routes only
 
 
 async def test_plugin_failing_before_started_raises_plugin_error() -> None:
@@ -372,9 +372,9 @@ async def test_routes_are_removed_when_the_plugin_stops() -> None:
         async with plugin_harness(Probe) as harness:
             runtime = harness.runtime
             paths = {r.path for r in runtime.routes.routes()}
-            assert paths == {"/restart", "/status", "/hello", "/echo"}
+            assert paths == {"/reload", "/restart", "/status", "/hello", "/echo"}
         assert harness.plugin_state == "stopped"
-        assert [r.path for r in runtime.routes.routes()] == ["/restart", "/status"]
+        assert [r.path for r in runtime.routes.routes()] == ["/reload", "/restart", "/status"]
         assert runtime.services.hooks == []
 
 

@@ -4,7 +4,10 @@ the readiness gate for ``READY=1``, and systemd's watchdog.
 Modules, one concept each: ``_config`` (the strict config), ``_probes`` (HTTP, TCP, exec and
 process checks), ``_prober`` (thresholds and the period loop), ``_monitor`` (probing each process
 of the app, the readiness board, restarts, the liveness truth), ``_endpoints``, ``_watchdog``,
-``_metrics`` and ``_docs`` (reference prose).
+``_metrics``, ``_changes`` (what a reload changes) and ``_docs`` (reference prose).
+
+A reloaded table is applied in place by :meth:`HealthPlugin.reload`: probes that did not change
+keep running with their state, so a reload never makes a ready app flap.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import os
 from typing import Any, ClassVar
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from sidecar_runtime import PluginContext
 
+from ._changes import diff_probes
 from ._config import HealthConfig, ProbeConfig, liveness_warnings, probe_names
 from ._docs import CONFIG_DOCS, EVENT_DOCS, reference_page
 from ._endpoints import Endpoints
@@ -39,6 +43,11 @@ class HealthPlugin:
         self.config = config
         self.monitor: Monitor | None = None
         self.watchdog: Watchdog | None = None
+        self._ctx: PluginContext | None = None
+        self._tg: TaskGroup | None = None
+        self._session: Any = None  # one aiohttp client while any probe is an HTTP probe
+        self._session_stack: contextlib.AsyncExitStack | None = None
+        self._watchdog_scope: anyio.CancelScope | None = None
 
     @classmethod
     def check_warnings(cls, config: HealthConfig) -> list[str]:
@@ -54,41 +63,103 @@ class HealthPlugin:
         self, ctx: PluginContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         config = self.config
-        for warning in liveness_warnings(config):
-            ctx.log.warning("liveness_as_strict_as_readiness", warning=warning)
-        async with contextlib.AsyncExitStack() as stack:
-            session: Any = None
-            if any(p.http is not None for p in config.probes):
-                session = await stack.enter_async_context(http_session())
-            probes = [
-                Probe(
-                    name,
-                    probe,
-                    make_check(
-                        probe,
-                        app=ctx.app,
-                        spawn=ctx.spawn,
-                        session=session,
-                        max_bytes=config.max_response_bytes,
-                    ),
-                    board_name=f"{ctx.name}/{name}",
-                )
-                for name, probe in zip(probe_names(config.probes), config.probes, strict=True)
-            ]
-            monitor = self.monitor = Monitor(ctx, probes)
+        _warn(ctx, config)
+        self._ctx = ctx
+        try:
+            await self._open_session(config)
+            monitor = self.monitor = Monitor(ctx, self._probes(ctx, config))
             monitor.hold_readiness()  # before started(): READY=1 waits for the probes
             try:
                 Endpoints(ctx, monitor).mount()
                 events = ctx.subscribe_events()
-                watchdog = self._watchdog(ctx, monitor)
                 task_status.started()
                 async with anyio.create_task_group() as tg:
+                    self._tg = tg
                     tg.start_soon(monitor.follow, events)
-                    if watchdog is not None:
-                        tg.start_soon(watchdog.run, ctx)
+                    self._start_watchdog(ctx, monitor)
                     await anyio.sleep_forever()
             finally:
+                self._tg = None
                 monitor.close()
+        finally:
+            await self._close_session()
+
+    async def reload(self, config: HealthConfig) -> bool:
+        """Apply a reloaded ``[plugins.health]`` table in place; True once it is applied.
+
+        Unchanged probes keep running with their state, probes whose timing alone changed keep
+        their status, changed and added probes start as new ones, removed ones stop and leave
+        the board at once; ``watchdog`` and ``max_response_bytes`` apply. False (the core then
+        restarts the plugin) only when this instance is not running.
+        """
+        ctx, monitor = self._ctx, self.monitor
+        if ctx is None or monitor is None or self._tg is None:
+            return False
+        old = self.config
+        _warn(ctx, config)
+        await self._open_session(config)
+        changes = diff_probes(_by_name(old), _by_name(config))
+        monitor.reconfigure(self._probes(ctx, config), changes)
+        self.config = config
+        fields: dict[str, Any] = dict(changes.summary)
+        if config.watchdog != old.watchdog:
+            fields["watchdog"] = config.watchdog
+            if config.watchdog:
+                self._start_watchdog(ctx, monitor)
+            else:
+                self._stop_watchdog()
+        if config.max_response_bytes != old.max_response_bytes:
+            fields["max_response_bytes"] = config.max_response_bytes
+        if not _needs_session(config):
+            await self._close_session()
+        ctx.log.info("health_reloaded", **fields)
+        return True
+
+    def _probes(self, ctx: PluginContext, config: HealthConfig) -> list[Probe]:
+        return [
+            Probe(
+                name,
+                probe,
+                make_check(
+                    probe,
+                    app=ctx.app,
+                    spawn=ctx.spawn,
+                    session=self._session,
+                    max_bytes=config.max_response_bytes,
+                ),
+                board_name=f"{ctx.name}/{name}",
+            )
+            for name, probe in zip(probe_names(config.probes), config.probes, strict=True)
+        ]
+
+    async def _open_session(self, config: HealthConfig) -> None:
+        if self._session is None and _needs_session(config):
+            stack = contextlib.AsyncExitStack()
+            self._session = await stack.enter_async_context(http_session())
+            self._session_stack = stack
+
+    async def _close_session(self) -> None:
+        stack, self._session, self._session_stack = self._session_stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _start_watchdog(self, ctx: PluginContext, monitor: Monitor) -> None:
+        watchdog = self._watchdog(ctx, monitor)
+        if watchdog is None or self._tg is None:
+            return
+        scope = self._watchdog_scope = anyio.CancelScope()
+
+        async def ping() -> None:
+            with scope:
+                await watchdog.run(ctx)
+
+        self._tg.start_soon(ping)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog_scope is not None:
+            self._watchdog_scope.cancel()
+        self._watchdog_scope = None
+        self.watchdog = None
 
     def _watchdog(self, ctx: PluginContext, monitor: Monitor) -> Watchdog | None:
         if not self.config.watchdog:
@@ -105,3 +176,16 @@ class HealthPlugin:
 
         self.watchdog = Watchdog(interval, lambda: monitor.live, describe)
         return self.watchdog
+
+
+def _warn(ctx: PluginContext, config: HealthConfig) -> None:
+    for warning in liveness_warnings(config):
+        ctx.log.warning("liveness_as_strict_as_readiness", warning=warning)
+
+
+def _needs_session(config: HealthConfig) -> bool:
+    return any(p.http is not None for p in config.probes)
+
+
+def _by_name(config: HealthConfig) -> dict[str, ProbeConfig]:
+    return dict(zip(probe_names(config.probes), config.probes, strict=True))

@@ -51,6 +51,11 @@ EVENT_DOCS: dict[str, str] = {
         "At plugin start: a liveness probe checks the same target as a readiness probe and "
         "fails no later than it, a known cause of cascading restarts."
     ),
+    "health_reloaded": (
+        "A reloaded `[plugins.health]` table was applied in place: the probes by what happened "
+        "to them (`kept`, `retimed`, `replaced`, `added`, `removed`), and `watchdog` or "
+        "`max_response_bytes` when they changed."
+    ),
     "health_metrics_not_registered": (
         "The shared registry refused the health metrics (a name is taken); probing goes on "
         "without them."
@@ -178,6 +183,25 @@ startup probe passes (and any other plugin's check), no shutdown | `503` |
 | `GET /healthz` | as `/livez` (the legacy name) | `503` |"""
 
 
+_RELOAD_TABLE = """\
+| The new table has the probe | What happens to it |
+|---|---|
+| with the same keys | It keeps running: status, counts and period go on. |
+| with the same kind and check, but new `initial_delay`, `period`, `timeout` or thresholds \
+| It keeps its status and counts (what it checks did not change, so its verdict still holds); \
+the new thresholds apply from its next result, which is due one new `period` after its last \
+check. |
+| with a new kind or check (`http`, `tcp`, `exec`, `process`, `method`, `headers`, \
+`expect_status`, `body_contains`, `tls_verify`) | It starts over as a new probe: a readiness \
+probe is failing (the app unready) until it passes, a liveness probe starts passing. |
+| under a new name | A new probe of the app's current process (its `initial_delay` counts from \
+the process start). A new readiness probe makes a ready app unready until it passes, as a new \
+readiness probe does in Kubernetes. A new startup probe joins the startup probes if they are \
+still running; once they have passed, it counts as passed for this process and runs from the \
+app's next start (startup probes gate a start; the process has started). |
+| not at all | It stops, and its check leaves `/readyz` at once (which can make the app ready). |"""
+
+
 def reference_page() -> str:
     """``docs/reference/health.md``: probe keys, endpoints and their replies, metrics."""
     return f"""# Health
@@ -213,6 +237,22 @@ A config error names the probe, e.g.
   process group is then killed; it is also killed when the command ends, so nothing it forked
   survives (a process that starts its own session escapes, as it would from a shell).
 - When the shutdown begins, probing stops and readiness is false at once.
+
+## Reloading
+
+When sidecar-run reloads its config (`SIGHUP` with `--config`, or `POST /reload`), a changed
+`[plugins.health]` table is applied in place: the plugin is not restarted, and a probe that did
+not change never makes `/readyz` flap. Probes are matched by name (their `name`, or the default
+`<kind>-<target>`):
+
+{_RELOAD_TABLE}
+
+New checks are on the board before removed ones leave it, so a reload never passes through a
+readier state than both the old and the new table. `watchdog` starts or stops the pings;
+`max_response_bytes` applies from each probe's next check. Metric series follow the probes: a
+probe kept under its name and kind keeps its counts, a removed one loses its series. While the
+app is not running, the new probes wait for it as at start. The log event `health_reloaded`
+lists the probes by what happened to them.
 
 ## Endpoints
 

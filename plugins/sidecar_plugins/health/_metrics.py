@@ -83,12 +83,8 @@ class HealthMetrics:
             ["probe", "kind"],
             registry=None,
         )
-        for name, kind in probes:  # every series exists from the start, at 0
-            for outcome in OUTCOMES:
-                self.results.labels(name, kind, outcome)
-            self.duration.labels(name, kind)
-            if kind != "readiness":
-                self.restarts.labels(name, kind)
+        self._probes: set[tuple[str, str]] = set()
+        self.track(probes)  # every series exists from the start, at 0
         self._collectors = [self.results, self.duration, self.ready, self.live, self.restarts]
         registered = []
         try:
@@ -99,6 +95,28 @@ class HealthMetrics:
             for collector in registered:
                 registry.unregister(collector)
             raise
+
+    def track(self, probes: Sequence[tuple[str, str]]) -> None:
+        """Follow a reloaded probe list: new probes get their series at 0, removed ones lose
+        theirs (a probe kept under its name and kind keeps its counts)."""
+        wanted = set(probes)
+        for name, kind in self._probes - wanted:
+            series: list[tuple[Any, tuple[str, ...]]] = [
+                (self.results, (name, kind, o)) for o in OUTCOMES
+            ]
+            series += [(self.duration, (name, kind)), (self.restarts, (name, kind))]
+            for metric, labels in series:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*labels)
+        for name, kind in probes:
+            if (name, kind) in self._probes:
+                continue
+            for outcome in OUTCOMES:
+                self.results.labels(name, kind, outcome)
+            self.duration.labels(name, kind)
+            if kind != "readiness":
+                self.restarts.labels(name, kind)
+        self._probes = wanted
 
     def observe(self, probe: str, kind: str, outcome: str, duration: float) -> None:
         self.results.labels(probe, kind, outcome).inc()

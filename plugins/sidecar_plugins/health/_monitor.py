@@ -10,6 +10,9 @@ one readiness truth: ``/readyz``, the proxy, ``READY=1``); a failed liveness or 
 asks the core to restart the app (graceful stop, backoff); everything is counted in metrics and
 transitions are logged. :meth:`Monitor.live_checks` is the liveness truth shared by ``/livez``,
 the ``live`` gauge and the systemd watchdog.
+
+A reload hands :meth:`Monitor.reconfigure` the new probes and what changed (``_changes``); it
+applies them to the current run in place, so that a probe that did not change never flaps.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import functools
 from typing import Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 
 from sidecar_runtime import (
@@ -31,65 +33,25 @@ from sidecar_runtime import (
     Subscription,
 )
 
-from ._config import ProbeConfig, format_seconds
+from ._changes import ProbeChanges
+from ._config import format_seconds
 from ._metrics import HealthMetrics
-from ._prober import ProbeResult, ProbeState, Status, run_probe
-from ._probes import Check
+from ._prober import CheckLine, Probe, ProbeResult, Status, run_probe
 
 __all__ = ["CheckLine", "Monitor", "Probe"]
 
 _PROBING = (AppState.STARTING, AppState.RUNNING)
 
 
-class CheckLine(msgspec.Struct, frozen=True):
-    """One line of a ``?verbose`` listing."""
+class _Run:
+    """One process of the app: when it started, its probes' loops, and the startup gate."""
 
-    name: str
-    ok: bool
-    detail: str = ""
-    duration: float | None = None
-
-
-class Probe:
-    """A configured probe, its check, and its state in the current run."""
-
-    def __init__(self, name: str, config: ProbeConfig, check: Check, board_name: str) -> None:
-        self.name = name
-        self.config = config
-        self.kind = config.kind
-        self.check = check
-        self.board_name = board_name
-        self.state = self._new_state()
-        self.last: ProbeResult | None = None
-
-    def _new_state(self) -> ProbeState:
-        c = self.config
-        return ProbeState(c.kind, c.success_threshold, c.failure_threshold)
-
-    def reset(self) -> None:
-        self.state = self._new_state()
-        self.last = None
-
-    @property
-    def on_board(self) -> bool:
-        """Readiness and startup probes hold readiness back; liveness probes do not."""
-        return self.kind != "liveness"
-
-    def line(self) -> CheckLine:
-        ok = self.state.status != "failing"
-        if self.last is None:
-            return CheckLine(self.board_name, ok, "not probed yet")
-        duration = None if self.last.timed_out else self.last.duration
-        return CheckLine(self.board_name, ok, self._detail(), duration)
-
-    def _detail(self) -> str:
-        assert self.last is not None
-        s = self.state
-        if self.last.ok and s.status != "passing":
-            return f"{self.last.detail} ({s.successes}/{s.success_threshold} successes)"
-        if not self.last.ok and s.status != "failing":
-            return f"{self.last.detail} ({s.failures}/{s.failure_threshold} failures)"
-        return self.last.detail
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.scope = anyio.CancelScope()
+        self.tg: TaskGroup | None = None  # set once the run's task runs
+        self.startup_done = anyio.Event()
+        self.all_started = False  # liveness and readiness probes were started
 
 
 class Monitor:
@@ -103,8 +65,8 @@ class Monitor:
         self.metrics: HealthMetrics | None = None
         self._metrics_failed = False
         self._tg: TaskGroup | None = None
-        self._run_scope: anyio.CancelScope | None = None
-        self._startup_done = anyio.Event()
+        self._current: _Run | None = None
+        self._idle = "waiting for the app"  # why the board checks fail between runs
 
     # -- the readiness board ---------------------------------------------------------------------
 
@@ -113,6 +75,7 @@ class Monitor:
         self._reset_board("waiting for the app")
 
     def _reset_board(self, why: str) -> None:
+        self._idle = why
         for probe in self.probes:
             if probe.on_board:
                 self.ctx.readiness.set(probe.board_name, False, why)
@@ -181,6 +144,71 @@ class Monitor:
             self.metrics.close()
             self.metrics = None
 
+    # -- reloading -------------------------------------------------------------------------------
+
+    def reconfigure(self, probes: list[Probe], changes: ProbeChanges) -> None:
+        """Apply a reloaded probe list in place; ``probes`` are new, unstarted objects.
+
+        Kept probes go on with their state (and take the new check object); retimed ones keep
+        their status and counts and resume one new period after their last check; replaced
+        and added ones start as new probes of the current run; removed ones stop and leave the
+        board. New board checks are set before old ones are removed, so the board never passes
+        through a state that is readier than both the old and the new config.
+        """
+        run = self._current
+        old = {p.name: p for p in self.probes}
+        result: list[Probe] = []
+        fresh: list[Probe] = []
+        for new in probes:
+            change = changes.changes[new.name]
+            if change in ("added", "replaced"):
+                self._register(run, new)
+                fresh.append(new)
+                result.append(new)
+                continue
+            probe = old[new.name]
+            probe.check = new.check
+            c = probe.config = new.config
+            if change == "retimed":
+                probe.state = probe.state.retuned(c.success_threshold, c.failure_threshold)
+                if run is not None and probe.scope is not None:
+                    self._launch(run, probe)
+                if probe.on_board and probe.last is not None:
+                    self._publish(probe)
+            result.append(probe)
+        on_board = {p.board_name for p in result if p.on_board}
+        for name, probe in old.items():
+            if changes.changes.get(name) in (None, "replaced"):
+                probe.cancel()
+                if probe.on_board and probe.board_name not in on_board:
+                    self.ctx.readiness.remove(probe.board_name)
+        self.probes = result
+        if run is not None and run.tg is not None:
+            for probe in fresh:  # else the run's task starts them when it begins
+                if probe.kind == "startup" or run.all_started:
+                    self._launch(run, probe)
+        if run is not None:
+            self._check_startup(run)
+        if self.metrics is not None:
+            self.metrics.track([(p.name, p.kind) for p in result])
+        self._changed()
+
+    def _register(self, run: _Run | None, probe: Probe) -> None:
+        """Put a new probe on the board as a new probe of the current run would be."""
+        if probe.kind == "startup" and run is not None and run.startup_done.is_set():
+            # Startup probes gate the start of a process; this one has started already.
+            probe.state.status = "passing"
+            probe.note = "added after the app's process started: runs from its next start"
+        if not probe.on_board:
+            return
+        if run is None:
+            why = self._idle
+        elif probe.kind == "readiness" and not run.startup_done.is_set():
+            why = "waiting for the startup probes"
+        else:
+            why = probe.note or "not probed yet"
+        self.ctx.readiness.set(probe.board_name, probe.state.status == "passing", why)
+
     # -- following the app -----------------------------------------------------------------------
 
     async def follow(self, events: Subscription[Event]) -> None:
@@ -211,6 +239,7 @@ class Monitor:
         self._end("")
         assert self._tg is not None
         self.pid = pid
+        run = self._current = _Run(anyio.current_time())
         for probe in self.probes:
             probe.reset()
         startups = any(p.kind == "startup" for p in self.probes)
@@ -220,48 +249,67 @@ class Monitor:
                 self.ctx.readiness.set(probe.board_name, False, why)
             elif probe.kind == "startup":
                 self.ctx.readiness.set(probe.board_name, False, "not probed yet")
-        self._startup_done = anyio.Event()
-        if not startups:
-            self._startup_done.set()
-        self._run_scope = anyio.CancelScope()
-        self._tg.start_soon(self._run, self._run_scope, self._startup_done, anyio.current_time())
+        self._check_startup(run)
+        self._tg.start_soon(self._run, run)
 
     def _end(self, why: str) -> None:
-        if self._run_scope is not None:
-            self._run_scope.cancel()
-            self._run_scope = None
+        if self._current is not None:
+            self._current.scope.cancel()
+            self._current = None
+            for probe in self.probes:
+                probe.scope = None
         if why:
             self._reset_board(why)
             self.pid = None
 
-    async def _run(
-        self, scope: anyio.CancelScope, startup_done: anyio.Event, started_at: float
-    ) -> None:
-        with scope:
+    def _check_startup(self, run: _Run) -> None:
+        """Open the gate once every startup probe of the run has passed (or there is none)."""
+        if all(p.state.status == "passing" for p in self.probes if p.kind == "startup"):
+            run.startup_done.set()
+
+    async def _run(self, run: _Run) -> None:
+        with run.scope:
             async with anyio.create_task_group() as tg:
+                run.tg = tg
                 for probe in self.probes:
                     if probe.kind == "startup":
-                        tg.start_soon(self._probe, probe, started_at)
-                await startup_done.wait()
+                        self._launch(run, probe)
+                await run.startup_done.wait()
+                run.all_started = True
                 for probe in self.probes:
-                    if probe.kind != "startup":
-                        tg.start_soon(self._probe, probe, started_at)
+                    if probe.kind != "startup" and probe.scope is None:
+                        self._launch(run, probe)
+                await anyio.sleep_forever()  # until the run ends: a reload may add probes
 
-    async def _probe(self, probe: Probe, started_at: float) -> None:
+    def _launch(self, run: _Run, probe: Probe) -> None:
+        """Start (or restart) the probe's loop in ``run``."""
+        assert run.tg is not None
+        probe.cancel()
+        scope = probe.scope = anyio.CancelScope()
+        run.tg.start_soon(self._probe, run, probe, scope)
+
+    async def _probe(self, run: _Run, probe: Probe, scope: anyio.CancelScope) -> None:
         c = probe.config
-        await run_probe(
-            probe.check,
-            probe.state,
-            started_at=started_at,
-            initial_delay=c.initial_delay,
-            period=c.period,
-            check_timeout=c.timeout,
-            on_result=functools.partial(self._record, probe),
-        )
+        with scope:
+            await run_probe(
+                lambda: probe.check(),  # a reload may give the probe a new check
+                probe.state,
+                started_at=run.started_at,
+                initial_delay=c.initial_delay,
+                period=c.period,
+                check_timeout=c.timeout,
+                on_result=functools.partial(self._record, probe, scope),
+                last_check=probe.last_check,
+            )
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _record(self, probe: Probe, result: ProbeResult, change: Status | None) -> None:
+    def _record(
+        self, probe: Probe, scope: anyio.CancelScope, result: ProbeResult, change: Status | None
+    ) -> None:
+        if probe.scope is not scope:
+            return  # a loop that a reload or the end of the run has replaced
+        probe.last_check = anyio.current_time() - result.duration
         outcome = "success" if result.ok else "timeout" if result.timed_out else "failure"
         metrics = self.ensure_metrics()
         if metrics is not None:
@@ -274,10 +322,8 @@ class Monitor:
         fields: dict[str, Any] = {"probe": probe.name, "kind": probe.kind, "pid": self.pid}
         if change == "passing":
             self.log.info("probe_passed", detail=result.detail, **fields)
-            if probe.kind == "startup" and all(
-                p.state.status == "passing" for p in self.probes if p.kind == "startup"
-            ):
-                self._startup_done.set()
+            if probe.kind == "startup" and self._current is not None:
+                self._check_startup(self._current)
         else:
             failures = probe.state.failures
             self.log.warning("probe_failed", detail=result.detail, failures=failures, **fields)

@@ -285,6 +285,21 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "runtime",
+        "sidecar_config_reloads_total",
+        "counter",
+        "Reloads of sidecar-run's own configuration (SIGHUP, `POST /reload`), by `result` "
+        "(`success`, `failure`).",
+        ("result",),
+    ),
+    Spec(
+        "runtime",
+        "sidecar_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the configuration was last reloaded successfully (0 until then).",
+        unit="seconds",
+    ),
+    Spec(
+        "runtime",
         "sidecar_output_bytes_total",
         "counter",
         "Bytes the app wrote, by `stream` (`stdout`, `stderr`).",

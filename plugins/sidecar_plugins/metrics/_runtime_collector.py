@@ -86,6 +86,11 @@ class RuntimeCollector:
         if self._ready_duration is not None:
             one("sidecar_app_ready_duration_seconds", self._ready_duration)
         one("sidecar_orphans_reaped_total", rt.orphans_reaped)
+        reloads = by_name("sidecar_config_reloads_total").family()
+        reloads.add_metric(["success"], rt.reloads_succeeded)
+        reloads.add_metric(["failure"], rt.reloads_failed)
+        out.append(reloads)
+        one("sidecar_config_last_reload_success_timestamp_seconds", rt.last_reload_success or 0)
         output_bytes = by_name("sidecar_output_bytes_total").family()
         output_lines = by_name("sidecar_output_lines_total").family()
         for stream in sorted(rt.output_bytes):
