@@ -9,7 +9,9 @@ read from the code. The one-line prose for each fact lives in the tables of
 the generator with a message that says which table to edit. Run it after changing the CLI, the
 config structs, the state table, the signal policy, ``/status`` or a log event.
 
-This file is the entry point; each page is rendered by its own module of ``docs/refgen``.
+This file is the entry point; each page is rendered by its own module of ``docs/refgen``. It also
+refreshes the generated blocks of hand-written pages (``docs/refgen/sections.py``), such as the
+state diagram in ``docs/explanation/lifecycle.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from docs.refgen.prose import (
     STATUS_DOCS,
     DocsError,
 )
+from docs.refgen.sections import render_blocks
 from docs.refgen.signals import render_signals
 from docs.refgen.states import render_states
 
@@ -87,6 +90,7 @@ def render_all() -> dict[Path, str]:
             for name, text in extra().items():
                 title, _, body = text.strip().partition("\n")
                 pages[REFERENCE / name] = page(title.lstrip("# "), body)
+    pages.update(render_blocks())  # generated blocks in hand-written pages (docs/refgen/sections)
     return pages
 
 

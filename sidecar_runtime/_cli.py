@@ -1,7 +1,8 @@
 """The ``sidecar-run`` command: argparse front end, exit codes, and the subcommands.
 
 ``sidecar-run [options] [--config FILE] -- CMD ARGS...`` runs CMD under supervision. Subcommands
-(only as the first word): ``check``, ``plugins``, ``status``, ``demo``. Exit status: the app's
+(only as the first word): ``check``, ``plugins``, ``status``, ``demo``, ``systemd-unit``,
+``schema``. Exit status: the app's
 own; 128+N when it died of signal N; 127/126 when CMD is not found / not executable; 2 for any
 config or usage error (one line on stderr, nothing started); 70 when a critical plugin failed.
 """
@@ -105,6 +106,76 @@ def _probe(text: str) -> dict[str, Any]:
     raise argparse.ArgumentTypeError(msg)
 
 
+def _proxy(text: str) -> tuple[str, str]:
+    """``LISTEN=UPSTREAM`` → (listen address, upstream URL), both checked."""
+    listen, sep, upstream = text.partition("=")
+    if not sep or not listen or not upstream:
+        msg = f"expected LISTEN=UPSTREAM, e.g. '0.0.0.0:8443=http://127.0.0.1:8080', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        parse_address(listen)
+    except ValueError as err:
+        msg = f"--proxy {text!r}: {err}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if upstream.startswith("unix:"):
+        if len(upstream) == 5:
+            msg = f"--proxy {text!r}: 'unix:' needs a socket path"
+            raise argparse.ArgumentTypeError(msg)
+        return listen, upstream
+    scheme, sep, rest = upstream.partition("://")
+    hostport = rest.rstrip("/")
+    try:
+        target = parse_address(hostport) if sep and scheme in ("http", "https") else None
+    except ValueError:
+        target = None
+    if target is None or target.kind != "tcp" or not target.port or hostport.startswith(":"):
+        msg = (
+            f"--proxy {text!r}: UPSTREAM must be http://HOST:PORT, https://HOST:PORT or "
+            f"unix:/path, got {upstream!r}"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return listen, upstream
+
+
+def _proxy_overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``--proxy`` and ``--tls-*`` as ``plugins.proxy`` keys: a listener per flag, an upstream
+    per distinct target (``app``, ``app2``...; loopback and unix ones are the app)."""
+    tls_flags = (args.tls_cert, args.tls_key, args.tls_client_ca)
+    if not args.proxy:
+        if any(tls_flags):
+            parser.error("--tls-cert, --tls-key and --tls-client-ca need --proxy")
+        return {}
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    overrides: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    listeners = []
+    for listen, upstream in args.proxy:
+        if upstream not in names:
+            name = names[upstream] = "app" if not names else f"app{len(names) + 1}"
+            if upstream.startswith("unix:"):
+                table: dict[str, Any] = {"endpoints": [upstream], "app": True}
+            else:
+                scheme, _, rest = upstream.partition("://")
+                host = parse_address(rest.rstrip("/")).host
+                loopback = host in ("localhost", "::1") or host.startswith("127.")
+                table = {"endpoints": [rest.rstrip("/")], "app": loopback}
+                if scheme == "https":
+                    table["tls"] = {}
+            overrides[f"plugins.proxy.upstreams.{name}"] = table
+        listener: dict[str, Any] = {"address": listen, "routes": [{"upstream": names[upstream]}]}
+        if args.tls_cert:
+            tls = {"cert": args.tls_cert, "key": args.tls_key}
+            if args.tls_client_ca:
+                tls["client_ca"] = args.tls_client_ca
+            listener["tls"] = tls
+        listeners.append(listener)
+    overrides["plugins.proxy.listeners"] = listeners
+    return overrides
+
+
 def _rewrite(text: str) -> tuple[str, str]:
     source, sep, target = text.partition(":")
     if not sep:
@@ -120,10 +191,12 @@ def _rewrite(text: str) -> tuple[str, str]:
 
 
 _EPILOG = """subcommands (as the first word):
-  check     validate a config (same options) and print it resolved
-  plugins   list installed plugins with their distribution and version
-  status    show a running sidecar-run's state (from its admin listener)
-  demo      run the bundled example legacy app under the default config
+  check         validate a config (same options) and print it resolved
+  plugins       list installed plugins with their distribution and version
+  status        show a running sidecar-run's state (from its admin listener)
+  demo          run the bundled example legacy app under the default config
+  systemd-unit  print a systemd service unit (Type=notify) for CMD and the config
+  schema        print the JSON Schema of the config file
 """
 
 
@@ -217,6 +290,36 @@ def build_run_parser(
         "http(s)://HOST:PORT/PATH, tcp://HOST:PORT or exec:COMMAND (repeatable; "
         "plugins.health.probes)",
     )
+    add(
+        "--proxy",
+        type=_proxy,
+        action="append",
+        metavar="LISTEN=UPSTREAM",
+        help="a reverse proxy listener: LISTEN is HOST:PORT or unix:PATH, UPSTREAM is "
+        "http://HOST:PORT, https://HOST:PORT or unix:PATH (repeatable; plugins.proxy)",
+    )
+    add("--tls-cert", metavar="FILE", help="PEM certificate (chain) for every --proxy listener")
+    add("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    add(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="PEM CA bundle: --proxy listeners require client certificates it signed (mTLS)",
+    )
+    add(
+        "--tail",
+        action="append",
+        metavar="GLOB",
+        help="tail files matching GLOB through rotation and ship their lines (repeatable; "
+        "plugins.logs.files); alone, it ships to stdout as JSON lines",
+    )
+    add(
+        "--log-output",
+        action="append",
+        metavar="SPEC",
+        help="ship logs to SPEC: stdout, stderr, file:PATH, http(s)://..., loki+http(s)://..., "
+        "elasticsearch+http(s)://..., fluentd+http://HOST:PORT/TAG or fluentd+tcp://HOST:PORT/TAG "
+        "(repeatable; plugins.logs.log_output)",
+    )
     add("--user", metavar="USER", help="run the app as this user (name or uid)")
     add("--group", metavar="GROUP", help="run the app with this group (name or gid)")
     add("--workdir", metavar="DIR", help="run the app in this directory (app.working_dir)")
@@ -303,6 +406,14 @@ def parse_run_args(
         overrides["plugins.metrics.app_metrics"] = [{"url": url} for url in args.app_metrics]
     if args.probe:
         overrides["plugins.health.probes"] = list(args.probe)
+    overrides.update(_proxy_overrides(args, parser))
+    if args.tail:
+        overrides["plugins.logs.files"] = [{"paths": list(args.tail)}]
+        if not args.log_output:
+            overrides["plugins.logs.log_output"] = ["stdout"]
+            overrides["plugins.logs.streams"] = []
+    if args.log_output:
+        overrides["plugins.logs.log_output"] = list(args.log_output)
     if args.admin == "off":
         overrides["plugins.admin.enabled"] = False
     elif args.admin is not None:
@@ -339,4 +450,6 @@ _SUBCOMMANDS = {
     "plugins": "plugins",
     "status": "status",
     "demo": "demo",
+    "systemd-unit": "systemd_unit",
+    "schema": "schema",
 }

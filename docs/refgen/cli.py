@@ -116,7 +116,12 @@ def render_cli() -> str:
                 "Takes every run option above. Loads and validates the config (and every enabled "
                 "plugin's table) exactly as a run would, prints the resolved config as JSON on "
                 "stdout and exits 0; an invalid config is one line on stderr and exit 2. Nothing "
-                "is started."
+                "is started.\n\nIt also lints the config against where it runs, one warning "
+                "line each on stderr: `--manifest FILE` (Kubernetes manifests: "
+                "`terminationGracePeriodSeconds` against the worst-case stop), `--unit FILE` (a "
+                "systemd unit: `Type=`, `KillMode=`, `TimeoutStopSec=`, `WatchdogSec=`, "
+                "`Restart=`), both repeatable; the proxy's drain against `stop.timeout`; a "
+                "plugin's own `check_warnings`. `--strict` exits 1 when there is any warning."
             )
             sub_parts.append(f"### `{name}`\n\n{summary}\n\n{text}\n")
         else:

@@ -67,7 +67,9 @@ def literal(value: Any) -> str:
         return (
             "{}"
             if not value
-            else "{ " + ", ".join(f"{k} = {literal(v)}" for k, v in value.items()) + " }"
+            else "{ "
+            + ", ".join(f"{k} = {literal(v)}" for k, v in value.items() if v is not None)
+            + " }"
         )
     return str(value)
 
@@ -77,11 +79,17 @@ def _env_name(key: str) -> str:
 
 
 def _fields(struct: type[msgspec.Struct]) -> Iterator[tuple[str, Any, Any]]:
-    """(name, annotation, default) of every field, in declaration order."""
+    """(name, annotation, default) of every field, in declaration order.
+
+    Defaults come from the field definitions, not from ``struct()``: a plugin's config may
+    refuse its own defaults (the templates plugin needs at least one template)."""
     hints = typing.get_type_hints(struct)
-    instance = struct()
-    for name in struct.__struct_fields__:
-        yield name, hints[name], getattr(instance, name)
+    for field in msgspec.structs.fields(struct):
+        if field.default_factory is not msgspec.NODEFAULT:
+            default = field.default_factory()
+        else:
+            default = None if field.default is msgspec.NODEFAULT else field.default
+        yield field.name, hints[field.name], default
 
 
 def _doc(struct: type) -> str:
@@ -205,5 +213,7 @@ def render_config() -> str:
             f"```toml\n{DEFAULT_CONFIG_TOML.strip()}\n```"
         ),
         "## Every key with its default",
+        # Not a config to run: some plugins (proxy, logs) need keys that have no default.
+        "<!-- snippet: skip (every default at once; proxy and logs need keys without one) -->\n"
         f"```toml\n{_defaults_file(configs)}```",
     )

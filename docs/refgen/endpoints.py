@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 import anyio
@@ -14,6 +16,24 @@ from .prose import STATUS_DOCS, check_prose
 
 #: Built-in plugins are run once (in the test harness) to collect their routes.
 _PLUGIN_DOC_CONFIG: dict[str, dict[str, Any]] = {"admin": {"listen": "127.0.0.1:0"}}
+
+
+def _scratch_config(name: str, scratch: str) -> dict[str, Any]:
+    """Config for plugins that need some: the templates plugin renders an empty template, the
+    logs plugin writes to a file, the proxy listens on a free port."""
+    if name == "logs":
+        return {"log_output": [f"file:{scratch}/logs.jsonl"], "state_dir": scratch}
+    if name == "proxy":
+        return {
+            "listeners": [{"address": "127.0.0.1:0"}],
+            "upstreams": {"app": {"endpoints": ["127.0.0.1:9"]}},
+        }
+    if name != "templates":
+        return {}
+    source = os.path.join(scratch, "empty.tmpl")
+    with open(source, "w", encoding="utf-8"):
+        pass
+    return {"templates": [{"source": source, "target": os.path.join(scratch, "empty.out")}]}
 
 
 def _json_keys(data: Any, prefix: str, plugin_names: set[str]) -> list[str]:
@@ -46,8 +66,9 @@ async def _probe_routes() -> tuple[list[list[str]], list[str]]:
     rows: list[list[str]] = []
     status_keys: list[str] = []
     app = python_app("import sys, time\ntime.sleep(0.3)\nsys.exit(3)")
+    scratch = tempfile.TemporaryDirectory(prefix="sidecar-docs-")
     for name, cls in builtin_plugins().items():
-        config = _PLUGIN_DOC_CONFIG.get(name, {})
+        config = _PLUGIN_DOC_CONFIG.get(name) or _scratch_config(name, scratch.name)
         async with plugin_harness(cls, config, name=name, app=app) as harness:
             await harness.start_app()
             with anyio.fail_after(20):
@@ -69,6 +90,7 @@ async def _probe_routes() -> tuple[list[list[str]], list[str]]:
             for key in _json_keys(json.loads(reply.body), "", {name}):
                 if key not in status_keys:
                     status_keys.append(key)
+    scratch.cleanup()
     return rows, status_keys
 
 

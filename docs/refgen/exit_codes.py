@@ -63,7 +63,11 @@ def render_exit_codes() -> str:
             "SIGINT (Ctrl-C) or SIGTERM arrived during start-up, before the app was started "
             "(128+N, as if the app had died of it).",
         ],
-        ["1", "`sidecar-run status` could not reach the admin listener."],
+        [
+            "1",
+            "`sidecar-run status` could not reach the admin listener; `sidecar-run check "
+            "--strict` printed a warning.",
+        ],
     ]
     return page(
         "Exit codes",

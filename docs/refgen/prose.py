@@ -81,6 +81,11 @@ KEY_DOCS: dict[str, str] = {
         'Rewrite forwarded signals, e.g. `{ HUP = "USR1" }`; `"none"` drops the signal. TERM, '
         "KILL, STOP and CHLD cannot be rewritten (use `stop.signal`)."
     ),
+    "signals.hup": (
+        "What SIGHUP does: `reload` reloads sidecar-run's own configuration (like `POST "
+        "/reload`), `forward` passes it to the app, `auto` reloads when sidecar-run was started "
+        "with a config file and forwards otherwise."
+    ),
     "output.mode": (
         "`auto`: pipes when the runtime's stdout/stderr are not a terminal; on a terminal the app "
         "inherits it, or gets a pty when a plugin subscribes to output. `pipe`, `pty`: always. "
@@ -120,8 +125,9 @@ KEY_DOCS: dict[str, str] = {
         "busy; a configured address that is busy is a start-up error (exit 2)."
     ),
     "plugins.admin.token": (
-        "Bearer token (>= 16 characters) that lets non-loopback clients call mutating (POST) "
-        "routes. There are no mutating routes yet."
+        "Bearer token (>= 16 characters) that lets non-loopback clients call the mutating "
+        "routes (`POST /restart`, `POST /reload`); without it they answer loopback clients "
+        "only."
     ),
     "plugins.admin.max_body_bytes": "Largest request body the listener accepts.",
 }
@@ -237,6 +243,22 @@ EVENT_DOCS: dict[str, str] = {
     "shutdown_finished": "Everything stopped; `exit_status` is what the command exits with.",
     "shutdown_hook_failed": "A plugin's shutdown hook raised; shutdown went on.",
     "shutdown_hooks_timed_out": "Shutdown hooks were cancelled at the deadline.",
+    "config_reload_started": "SIGHUP or `POST /reload`: the new configuration was valid.",
+    "config_reloaded": (
+        "A reload was applied: `changed` sections, whether the app was restarted (its `app` "
+        "section changed), plugins reloaded in place, restarted, started and stopped."
+    ),
+    "config_reload_failed": (
+        "A reload was refused (`error` is the one-line config error); nothing changed."
+    ),
+    "reload_needs_restart": (
+        "A reload changed `sections` that are fixed for the life of the process (`output`, "
+        "`log`, `subreaper`, `notify`); they keep their old values."
+    ),
+    "plugin_start_failed": "A plugin added or changed by a reload could not start.",
+    "plugin_reload_failed": "A plugin's `reload` hook raised; the plugin is restarted instead.",
+    "drain_hook_failed": "A plugin's drain hook (run after the app's output ended) raised.",
+    "drain_hooks_timed_out": "Drain hooks were cancelled at the deadline (or the plugin grace).",
     "shutdown_started": "The graceful shutdown began, for `reason`.",
     "signal_escalated": "A second SIGTERM/SIGINT arrived during shutdown.",
     "signal_forwarded": "A signal was passed to the app as `sent` (after rewriting).",

@@ -8,6 +8,15 @@ from .markdown import page, table
 from .prose import STATE_DOCS, check_prose
 
 
+def state_diagram() -> str:
+    """The state table as a Mermaid ``stateDiagram-v2`` block, every edge labelled."""
+    states = [s.value for s in _state.AppState]
+    mermaid = ["stateDiagram-v2", f"    [*] --> {states[0]}"]
+    mermaid += [f"    {a.value} --> {b.value}: {why}" for (a, b), why in _state.TRANSITIONS.items()]
+    mermaid += [f"    {s.value} --> [*]" for s in _state.AppState if s.is_terminal]
+    return "```mermaid\n" + "\n".join(mermaid) + "\n```"
+
+
 def render_states() -> str:
     states = [s.value for s in _state.AppState]
     check_prose("states", "STATE_DOCS", STATE_DOCS, states)
@@ -21,9 +30,6 @@ def render_states() -> str:
         for s in _state.AppState
     ]
     edges = [[f"`{a.value}`", f"`{b.value}`", why] for (a, b), why in _state.TRANSITIONS.items()]
-    mermaid = ["stateDiagram-v2", f"    [*] --> {states[0]}"]
-    mermaid += [f"    {a.value} --> {b.value}: {why}" for (a, b), why in _state.TRANSITIONS.items()]
-    mermaid += [f"    {s.value} --> [*]" for s in _state.AppState if s.is_terminal]
     return page(
         "App states",
         (
@@ -33,7 +39,7 @@ def render_states() -> str:
             "and raises `InvalidTransition`."
         ),
         "## Diagram",
-        "```mermaid\n" + "\n".join(mermaid) + "\n```",
+        state_diagram(),
         "## States",
         table(["State", "Process alive", "Terminal", "Meaning"], rows),
         "## Transitions",

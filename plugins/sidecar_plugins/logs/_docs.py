@@ -49,16 +49,18 @@ CONFIG_DOCS: dict[str, str] = {
     ),
     "stream_buffer": "Lines buffered between the core and this plugin.",
     "stream_multiline": (
-        "Multiline joining for the app's streams (a table: see [multiline](#multiline))."
+        "Multiline joining for the app's streams (a table: see [multiline](logs.md#multiline))."
     ),
     "max_line_bytes": (
         "Longer stdout/stderr lines are shipped cut to this size with `truncated: true`."
     ),
-    "files": "Files to tail, a list of tables (see [files](#files)). `--tail GLOB` sets one.",
-    "processors": "The processor chain, in order (see [processors](#processors)).",
+    "files": (
+        "Files to tail, a list of tables (see [files](logs.md#files)). `--tail GLOB` sets one."
+    ),
+    "processors": "The processor chain, in order (see [processors](logs.md#processors)).",
     "outputs": (
         "Named outputs, `[plugins.logs.outputs.NAME]` tables with a `type` (see "
-        "[outputs](#outputs)). At least one output (or `log_output`) is needed."
+        "[outputs](logs.md#outputs)). At least one output (or `log_output`) is needed."
     ),
     "log_output": (
         "Outputs as `--log-output` specs (`stdout`, `file:PATH`, `loki+http://...`); named "
