@@ -128,6 +128,7 @@ class Hub(Generic[T]):
     def __init__(self) -> None:
         self._subs: list[Subscription[T]] = []
         self._closed = False
+        self._ended: list[Subscription[T]] = []  # block subscribers at close()
         self.dropped = 0  # over all subscribers, ever
 
     def subscribe(
@@ -167,10 +168,12 @@ class Hub(Generic[T]):
         """Deliver; wait for room only at subscribers that chose ``overflow="block"``."""
         for sub in tuple(self._subs):
             try:
-                if sub.overflow == "block":
+                try:
+                    sub._send.send_nowait(item)  # no trip through the event loop when there is room
+                except anyio.WouldBlock:
+                    if sub.overflow != "block":
+                        raise
                     await sub._send.send(item)
-                else:
-                    sub._send.send_nowait(item)
             except anyio.WouldBlock:
                 sub.dropped += 1
                 self.dropped += 1
@@ -182,7 +185,21 @@ class Hub(Generic[T]):
         self._closed = True
         for sub in self._subs:
             sub._send.close()
+        self._ended = [s for s in self._subs if s.overflow == "block"]
         self._subs.clear()
+
+    async def wait_read(self) -> None:
+        """After :meth:`close`: return once every ``block`` subscriber has read what was
+        buffered for it (or closed its subscription). Bound it with a cancel scope."""
+        for sub in self._ended:
+            receive = sub._receive
+            while True:
+                try:
+                    if not receive.statistics().current_buffer_used:
+                        break
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                await anyio.sleep(0.005)
 
     def _remove(self, sub: Subscription[T]) -> None:
         if sub in self._subs:

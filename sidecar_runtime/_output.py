@@ -116,6 +116,9 @@ class Channel:
             await self._deliver(chunk)
             if self.eof.is_set():
                 return
+            # Publishing rarely waits (only for a full ``block`` subscriber): let the other
+            # tasks (the subscribers among them) run once per chunk.
+            await anyio.lowlevel.checkpoint()
 
     async def _deliver(self, chunk: bytes) -> None:
         self._stats.bytes += len(chunk)

@@ -354,6 +354,8 @@ class Runtime:
             await self.capture.close(self.config.output.drain_timeout)
             self.events.close()
             budget = max(deadline - time.monotonic(), _PLUGIN_STOP_GRACE)
+            with anyio.move_on_after(budget):  # lossless subscribers read their last lines
+                await self.output_hub.wait_read()
             await self._run_hooks(time.monotonic() + budget, drain=True)
             with anyio.move_on_after(_PLUGIN_STOP_GRACE):  # one budget for all plugins
                 for runner in reversed(self.runners):

@@ -231,9 +231,13 @@ class LogsPlugin:
             await anyio.sleep(tick)
             await pipeline.flush_multiline()
             elapsed += tick
-            if store is not None and elapsed >= config.checkpoint_interval:
+            if store is None:
+                continue
+            if elapsed >= config.checkpoint_interval:
                 elapsed = 0.0
-                store.flush()
+                store.flush()  # with fsync: survives a crash of the machine
+            else:
+                store.flush(sync=False)  # commits the last deliveries' write skipped
 
 
 async def _tail_loop(pipeline: Pipeline, source: FileSourceConfig, tailer: FileTailer) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -152,6 +151,8 @@ class CheckpointStore:
         self._log = log
         self._clock = clock
         self._entries: dict[str, CheckpointEntry] = {}
+        self._unsynced = False  # written without fsync since the last synced write
+        self._dir_made = False
         self._dirty = False
         self._last_flush = float("-inf")
         self._scans: dict[int, float] = {}
@@ -353,7 +354,7 @@ class CheckpointStore:
         An ``OSError`` is logged (once until the error changes) and counted; the store stays
         dirty so the next flush retries.
         """
-        if not self._dirty:
+        if not self._dirty and not (sync and self._unsynced):
             return False
         now = self._clock()
         self._last_flush = now
@@ -362,6 +363,7 @@ class CheckpointStore:
         try:
             self._write(_ENCODER.encode(document), sync)
         except OSError as err:
+            self._dir_made = False  # it may be gone: make it again next time
             self.stats.flush_errors += 1
             reason = err.strerror or str(err)
             if reason != self._failing:
@@ -374,18 +376,27 @@ class CheckpointStore:
             self._failing = None
             self._log.info("checkpoint_flush_recovered", path=self.path)
         self._dirty = False
+        self._unsynced = not sync
         self.stats.flushes += 1
         return True
 
     def _write(self, data: bytes, sync: bool = True) -> None:
-        os.makedirs(self.directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.name}.", suffix=".tmp", dir=self.directory)
+        if not self._dir_made:
+            os.makedirs(self.directory, mode=0o755, exist_ok=True)
+            self._dir_made = True
+        # One fixed temporary name: this store is the directory's only writer, and the plain
+        # open/write/rename is cheap enough to run after every delivered batch.
+        tmp = os.path.join(self.directory, f".{self.name}.tmp")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if sync:
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -48,6 +48,8 @@ __all__ = [
 RETRY_AFTER_CAP = 300.0
 #: ``output_buffer_full`` (put() has to wait) is logged at most once per this many seconds.
 FULL_LOG_INTERVAL = 60.0
+#: A healthy output's full memory buffer makes the pipeline wait this long before spilling.
+SPILL_AFTER = 1.0
 #: Bytes added per record to its message length when a batch does not say its size.
 RECORD_OVERHEAD = 96
 
@@ -160,9 +162,20 @@ class Delivery:
     # The pipeline's side.
 
     async def put(self, batch: Batch) -> None:
-        """Queue ``batch``; waits only while memory and spool are full (or the spool fails)."""
+        """Queue ``batch``; waits while memory and spool are full (or the spool fails).
+
+        While the output is healthy and only slower than the input, a full memory buffer
+        first makes the pipeline wait (up to ``SPILL_AFTER``): spilling to disk is for an
+        output that fails or stays behind, not for every burst."""
         await anyio.lowlevel.checkpoint()
         item = self._item(batch)
+        if self._offer(item, disk=False):
+            return
+        if not self._failures and not self._spool.spilling:
+            with anyio.move_on_after(SPILL_AFTER):
+                while not self._offer(item, disk=False):
+                    await self._progress.wait()
+                return
         while not self._offer(item):
             now = time.monotonic()
             if now - self._full_logged >= FULL_LOG_INTERVAL:
@@ -393,8 +406,8 @@ class Delivery:
         size = batch.size if batch.size > 0 else estimate_size(batch.records)
         return SpoolItem(batch.records, batch.marks, size, batch if batch.ack else None)
 
-    def _offer(self, item: SpoolItem) -> bool:
-        if not self._spool.offer(item):
+    def _offer(self, item: SpoolItem, *, disk: bool = True) -> bool:
+        if not self._spool.offer(item, disk=disk):
             self._sync()
             return False
         self.stats.records_in += len(item.records)

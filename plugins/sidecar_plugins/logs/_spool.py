@@ -134,14 +134,20 @@ class Spool:
                 self.log.warning("spool_clear_failed", path=name, error=str(err))
         return removed
 
-    def offer(self, item: SpoolItem) -> bool:
-        """Queue ``item`` in memory or on disk; False when both are full (or the disk fails)."""
+    @property
+    def spilling(self) -> bool:
+        """Items are on disk: new ones go behind them, to disk too."""
+        return bool(self._disk)
+
+    def offer(self, item: SpoolItem, *, disk: bool = True) -> bool:
+        """Queue ``item`` in memory or (with ``disk``) on disk; False when that is full (or the
+        disk fails)."""
         if not self._disk and (
             not self._memory or self.memory_bytes + item.size <= self.memory_max_bytes
         ):
             self._memory.append(item)
             self.memory_bytes += item.size
-        elif not self._disk_usable() or not self._write(item):
+        elif not disk or not self._disk_usable() or not self._write(item):
             return False
         self.records += len(item.records)
         self.bytes += item.size

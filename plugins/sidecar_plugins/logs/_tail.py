@@ -344,7 +344,11 @@ class FileTailer:
                     self._release(f, out)
                 return 0
             offset = f.read_offset
-            if size < offset or (size > offset and not f.head_matches()):
+            touched = size > offset or st.st_mtime_ns != f.mtime_ns
+            f.mtime_ns = st.st_mtime_ns
+            # A file truncated and rewritten between two polls may be longer, or exactly as
+            # long as before (then only its mtime says so): check its first bytes either way.
+            if size < offset or (touched and not f.head_matches()):
                 self._truncated(f, size)
                 if not self._identify(f, size, force=finished):
                     if finished:

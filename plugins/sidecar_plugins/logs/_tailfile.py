@@ -61,6 +61,7 @@ class TailedFile:
         "initial",
         "ino",
         "key",
+        "mtime_ns",
         "over",
         "partial",
         "path",
@@ -75,6 +76,8 @@ class TailedFile:
         #: Size and inode change time when first opened (for the start policy).
         self.first_size = st.st_size
         self.ctime = st.st_ctime
+        #: Modification time at the last poll (a file rewritten to the same size changes it).
+        self.mtime_ns = st.st_mtime_ns
         #: Found by the tailer's first glob round (``start_at`` applies, not ``start_new_at``).
         self.initial = initial
         self.key: str | None = None

@@ -60,21 +60,28 @@ def test_the_apps_last_line_is_delivered(tmp_path: Path) -> None:
 
 def test_rotation_while_writing_loses_and_repeats_nothing(tmp_path: Path) -> None:
     """The app rotates its log by rename and by copytruncate while writing; every line
-    arrives exactly once. (copytruncate loses what is written between the copy and the
-    truncation by its nature; the app pauses there, as logrotate's users must accept.)"""
+    arrives exactly once. (copytruncate loses what the reader has not read when the file is
+    truncated, by its nature: the app waits for the reader to catch up first.)"""
     log = tmp_path / "app.log"
     out = tmp_path / "out.jsonl"
     app = f"""
 import os, shutil, time
 path = {str(log)!r}
+out = {str(out)!r}
 f = open(path, "a")
 time.sleep(1.5)  # sidecar-run globs every second: let it find the file first
 for i in range(60000):
     f.write(f"line {{i}}\\n")
     if i == 20000:  # rename and create
         f.flush(); os.rename(path, path + ".1"); f.close(); f = open(path, "a")
-    if i == 40000:  # copytruncate, with the writer paused between copy and truncate
-        f.flush(); time.sleep(0.5); shutil.copyfile(path, path + ".2"); os.truncate(path, 0)
+    if i == 40000:  # copytruncate, once the reader has caught up (it loses unread lines)
+        f.flush()
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not (
+            os.path.exists(out) and '"line 40000"' in open(out).read()
+        ):
+            time.sleep(0.05)
+        shutil.copyfile(path, path + ".2"); os.truncate(path, 0)
         f.seek(0)
 f.close()
 """

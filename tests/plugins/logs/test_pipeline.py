@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import structlog
+from sidecar_plugins.logs import _pipeline as pipeline_module
 from sidecar_plugins.logs._checkpoint import CheckpointStore
 from sidecar_plugins.logs._model import Batch, Chunk
 from sidecar_plugins.logs._pipeline import Acks, Pipeline, PipelineStats
@@ -28,8 +29,12 @@ def tailed(tmp_path: Path, lines: int) -> tuple[CheckpointStore, Chunk]:
     return store, chunks[0]
 
 
-def test_a_checkpoint_advances_only_when_every_output_delivered(tmp_path: Path) -> None:
-    """Output 0 alone is not enough; the commit is the lowest mark of all outputs."""
+def test_a_checkpoint_advances_only_when_every_output_delivered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output 0 alone is not enough; the commit is the lowest mark of all outputs, and it is
+    written without waiting for the periodic flush (here with no throttle)."""
+    monkeypatch.setattr(pipeline_module, "WRITE_INTERVAL", 0.0)
     store, chunk = tailed(tmp_path, 10)
     assert chunk.key is not None
     acks = Acks(2, store)

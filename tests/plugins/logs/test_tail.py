@@ -494,6 +494,22 @@ def test_copytruncate_reads_the_new_content_from_zero(rig: Rig) -> None:
     assert (event["offset"], event["size"]) == (8, 2)
 
 
+def test_truncation_with_regrowth_to_the_same_size_is_detected(rig: Rig) -> None:
+    """Truncated and rewritten to exactly the old size between two polls: only the mtime
+    changed, and the first bytes no longer match, so the new content is read from 0."""
+    rig.write("app.log", b"old first\nold  two\n")
+    assert rig.poll() == [b"old first", b"old  two"]
+    path = rig.logs / "app.log"
+    before = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(b"new first\nnew  two\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert os.stat(path).st_size == before.st_size
+    assert rig.poll() == [b"new first", b"new  two"]
+    assert rig.tailer.stats.truncations == 1
+
+
 def test_truncation_with_regrowth_past_the_offset_is_detected(rig: Rig) -> None:
     """Truncated and rewritten beyond the old offset between two polls: the first bytes no
     longer match the fingerprint, so the new content is read from 0."""
