@@ -7,12 +7,7 @@ metric must have prose here, or generating the page fails, so the reference cann
 
 from __future__ import annotations
 
-import types
-import typing
-from typing import Any
-
-import msgspec
-
+from .._refdocs import key_table, metric_table
 from ._config import MIN_PERIOD, ProbeConfig, format_seconds
 from ._metrics import METRIC_DOCS
 
@@ -110,69 +105,6 @@ PROBE_KEY_DOCS: dict[str, str] = {
 }
 
 
-def _type_name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Annotated:
-        return _type_name(args[0])
-    if origin is typing.Literal:
-        return " \\| ".join(f'`"{a}"`' for a in args)
-    if isinstance(tp, types.UnionType) or origin is typing.Union:
-        names = [_type_name(a) for a in args if a is not type(None)]
-        return " \\| ".join([*names, "unset"] if type(None) in args else names)
-    if origin is list:
-        return f"list of {_type_name(args[0])}s"
-    if origin is dict:
-        return f"table of {_type_name(args[1])}s"
-    simple: dict[Any, str] = {str: "string", int: "integer", bool: "boolean"}
-    if tp in simple:
-        return simple[tp]
-    return "duration" if getattr(tp, "__name__", "") == "Duration" else str(tp)
-
-
-def _default(value: Any) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return "`true`" if value else "`false`"
-    if isinstance(value, str):
-        return f'`"{value}"`'
-    if isinstance(value, float):
-        return f'`"{format_seconds(value)}"`'
-    if value == {}:
-        return "`{}`"
-    return f"`{value}`"
-
-
-def _probe_key_table() -> str:
-    fields = msgspec.structs.fields(ProbeConfig)
-    names = [f.name for f in fields]
-    missing = [n for n in names if n not in PROBE_KEY_DOCS]
-    stale = [k for k in PROBE_KEY_DOCS if k not in names]
-    if missing or stale:
-        msg = f"PROBE_KEY_DOCS: missing {missing}, stale {stale} (plugins/sidecar_plugins/health)"
-        raise ValueError(msg)
-    hints = typing.get_type_hints(ProbeConfig, include_extras=True)
-    rows = ["| Key | Type | Default | Description |", "|---|---|---|---|"]
-    for field in fields:
-        if field.required:
-            default = "required"
-        elif field.default_factory is not msgspec.NODEFAULT:
-            default = _default(field.default_factory())
-        else:
-            default = _default(field.default)
-        prose = PROBE_KEY_DOCS[field.name].replace("|", "\\|")
-        rows.append(f"| `{field.name}` | {_type_name(hints[field.name])} | {default} | {prose} |")
-    return "\n".join(rows)
-
-
-def _metric_table() -> str:
-    rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
-    for name, (kind, labels, text) in METRIC_DOCS.items():
-        label_text = ", ".join(f"`{x}`" for x in labels.split(", ")) if labels != "-" else "-"
-        rows.append(f"| `{name}` | {kind} | {label_text} | {text} |")
-    return "\n".join(rows)
-
-
 _ENDPOINT_TABLE = """\
 | Path | `200` when | Else |
 |---|---|---|
@@ -218,7 +150,7 @@ Each entry of `plugins.health.probes` is a table with a `kind` and exactly one t
 `--probe readiness=http://127.0.0.1:8080/health`, `--probe liveness=tcp://127.0.0.1:8080` and
 `--probe 'startup=exec:pg_isready -q'` add one with the defaults.
 
-{_probe_key_table()}
+{key_table(ProbeConfig, PROBE_KEY_DOCS, where="PROBE_KEY_DOCS (health/_docs.py)")}
 
 A config error names the probe, e.g.
 `plugins.health.probes[1]: timeout: must be more than 0 and less than period (1s), got 2s`.
@@ -286,7 +218,7 @@ down`, while `/livez` stays `200`.
 On the runtime's shared registry, served at `/metrics` by the `metrics` plugin. They appear once
 the app first reaches `RUNNING` or the first probe has run.
 
-{_metric_table()}
+{metric_table(METRIC_DOCS)}
 
 ## systemd watchdog
 

@@ -8,14 +8,11 @@ key is listed with its type and default.
 
 from __future__ import annotations
 
-import types
-import typing
 from typing import Any
 
 import msgspec
 
-from sidecar_runtime import Duration
-
+from .._refdocs import key_table, metric_table
 from ._checkpoint import CHECKPOINT_EVENT_DOCS
 from ._config import FileSourceConfig
 from ._enrich import EnrichConfig, LevelConfig
@@ -169,81 +166,10 @@ _SEMANTICS = """\
   5 s)."""
 
 
-def format_seconds(seconds: float) -> str:
-    """``0.25`` → ``250ms``, ``10`` → ``10s``."""
-    if seconds and seconds < 1:
-        return f"{round(seconds * 1000, 3):g}ms"
-    return f"{round(seconds, 3):g}s"
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _type_name(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is typing.Literal:
-        return " \\| ".join(f'`"{a}"`' for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if origin is dict:
-        return "table"
-    name = getattr(tp, "__name__", str(tp))
-    return {
-        "str": "string",
-        "int": "integer",
-        "float": "number",
-        "bool": "boolean",
-        "NoneType": "unset",
-        "Duration": "duration",
-        "Any": "any",
-    }.get(name, f"table ({name})" if isinstance(tp, type) else name)
-
-
-def _default(field: msgspec.structs.FieldInfo) -> str:
-    if field.required:
-        return "required"
-    value = (
-        field.default_factory() if field.default_factory is not msgspec.NODEFAULT else field.default
-    )
-    if value is None:
-        return "unset"
-    if isinstance(value, Duration):
-        return f"`{format_seconds(value)}`"
-    return f"`{msgspec.json.encode(value).decode()}`"
-
-
-def key_table(
-    struct: type[Any], skip: tuple[str, ...] = (), docs: dict[str, str] | None = None
-) -> str:
-    """Every key of ``struct`` with its type and default (and its prose, given ``docs``)."""
-    hints = typing.get_type_hints(struct, include_extras=True)
-    header = "| Key | Type | Default |" + (" Description |" if docs else "")
-    rows = [header, "|---|---|---|" + ("---|" if docs else "")]
-    for field in msgspec.structs.fields(struct):
-        if field.name in skip:
-            continue
-        row = f"| `{field.encode_name}` | {_type_name(hints[field.name])} | {_default(field)} |"
-        if docs:
-            prose = docs.get(field.name, "").replace("|", "\\|")
-            row += f" {prose} |"
-        rows.append(row)
-    return "\n".join(rows)
-
-
 def _doc(struct: type[Any]) -> str:
     """The first paragraph of a struct's docstring, in Markdown."""
     text = (struct.__doc__ or "").strip().split("\n\n")[0]
     return " ".join(text.split()).replace("``", "`")
-
-
-def _metric_table() -> str:
-    rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
-    for name, (kind, labels, text) in METRIC_DOCS.items():
-        label_text = ", ".join(f"`{x}`" for x in labels.split(", ")) if labels != "-" else "-"
-        rows.append(f"| `{name}` | {kind} | {label_text} | {text} |")
-    return "\n".join(rows)
 
 
 def reference_page() -> str:
@@ -293,6 +219,6 @@ def reference_page() -> str:
         + key_table(StdoutConfig),
         *output_parts,
         _SEMANTICS,
-        "## Metrics\n\n" + _metric_table(),
+        "## Metrics\n\n" + metric_table(METRIC_DOCS),
     ]
     return "\n\n".join(sections) + "\n"

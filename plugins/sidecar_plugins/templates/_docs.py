@@ -7,12 +7,7 @@ action key and metric must have prose here, or generating the page fails.
 
 from __future__ import annotations
 
-import types
-import typing
-from typing import Any
-
-import msgspec
-
+from .._refdocs import key_table, metric_table
 from ._config import DEFAULT_MODE, ActionConfig, TemplateConfig, format_mode
 from ._metrics import METRIC_DOCS
 
@@ -121,62 +116,6 @@ EVENT_DOCS: dict[str, str] = {
 }
 
 
-def _type_name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if isinstance(tp, types.UnionType) or origin is typing.Union:
-        names = [_type_name(a) for a in args if a is not type(None)]
-        return " \\| ".join([*names, "unset"] if type(None) in args else names)
-    if origin is list:
-        return f"list of {_type_name(args[0])}s"
-    if origin is dict:
-        return "table"
-    simple: dict[Any, str] = {str: "string", int: "integer", bool: "boolean"}
-    if tp in simple:
-        return simple[tp]
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return "table"
-    name = getattr(tp, "__name__", str(tp))
-    return {"Duration": "duration", "Signal": "signal"}.get(name, name)
-
-
-def _default(field: msgspec.structs.FieldInfo) -> str:
-    if field.required:
-        return "required"
-    value = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
-    if value is None:
-        return "unset"
-    if isinstance(value, float):
-        return f'`"{value:g}s"`'
-    if value == {}:
-        return "`{}`"
-    return f"`{value}`"
-
-
-def _key_table(struct: type[msgspec.Struct], docs: dict[str, str], table: str) -> str:
-    fields = msgspec.structs.fields(struct)
-    names = [f.name for f in fields]
-    missing = [n for n in names if n not in docs]
-    stale = [k for k in docs if k not in names]
-    if missing or stale:
-        msg = f"{table}: missing {missing}, stale {stale} (plugins/sidecar_plugins/templates)"
-        raise ValueError(msg)
-    hints = typing.get_type_hints(struct)
-    rows = ["| Key | Type | Default | Description |", "|---|---|---|---|"]
-    for field in fields:
-        prose = docs[field.name].replace("|", "\\|")
-        type_name = _type_name(hints[field.name])
-        rows.append(f"| `{field.name}` | {type_name} | {_default(field)} | {prose} |")
-    return "\n".join(rows)
-
-
-def _metric_table() -> str:
-    rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
-    for name, (kind, labels, text) in METRIC_DOCS.items():
-        label_text = ", ".join(f"`{x}`" for x in labels.split(", "))
-        rows.append(f"| `{name}` | {kind} | {label_text} | {text} |")
-    return "\n".join(rows)
-
-
 _CONTEXT_TABLE = """\
 | Name | What it gives |
 |---|---|
@@ -205,7 +144,7 @@ consul-template or confd. How to use it: [render config files](../how-to/render-
 
 Each entry of `plugins.templates.templates` is a table:
 
-{_key_table(TemplateConfig, TEMPLATE_KEY_DOCS, "TEMPLATE_KEY_DOCS")}
+{key_table(TemplateConfig, TEMPLATE_KEY_DOCS, where="TEMPLATE_KEY_DOCS")}
 
 Relative paths are relative to sidecar-run's working directory. A config error names the
 entry, e.g. `plugins.templates.templates[1]: mode: expected octal permissions like "0640" or
@@ -216,7 +155,7 @@ user or group are errors too (exit 2, nothing started).
 
 `on_change` is a table with exactly one of `signal`, `exec` or `restart`:
 
-{_key_table(ActionConfig, ACTION_KEY_DOCS, "ACTION_KEY_DOCS")}
+{key_table(ActionConfig, ACTION_KEY_DOCS, where="ACTION_KEY_DOCS")}
 
 ## Template language
 
@@ -258,5 +197,5 @@ cannot change from outside, so only files can bring changes at run time.
 On the runtime's shared registry, served at `/metrics` by the `metrics` plugin, once the first
 renders are done.
 
-{_metric_table()}
+{metric_table(METRIC_DOCS)}
 """
