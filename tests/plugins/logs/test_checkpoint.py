@@ -16,33 +16,9 @@ import msgspec
 import pytest
 from sidecar_plugins.logs._checkpoint import CheckpointStore, default_state_dir
 
+from tests.plugins.logs.helpers import Clock, RecordingLog
+
 IS_ROOT = os.geteuid() == 0
-
-
-class RecordingLog:
-    """A logger that keeps the events it is given: (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def log(event: str, **fields: Any) -> None:
-            self.events.append((level, event, fields))
-
-        return log
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [fields for _, name, fields in self.events if name == event]
-
-
-class Clock:
-    """A settable wall clock."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @contextlib.contextmanager

@@ -31,24 +31,9 @@ from sidecar_plugins.logs.outputs import (
 
 from sidecar_runtime import Duration
 from tests.conftest import free_port
+from tests.plugins.logs.helpers import RecordingLog as Events
 
 pytestmark = pytest.mark.anyio
-
-
-class Events:
-    """A structlog-like logger that keeps (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def bind(self, **_: Any) -> Events:
-        return self
-
-    def __getattr__(self, level: str) -> Any:
-        return lambda event, **fields: self.events.append((level, event, fields))
-
-    def names(self) -> list[str]:
-        return [event for _, event, _ in self.events]
 
 
 class Collector:

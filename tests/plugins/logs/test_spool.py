@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from sidecar_plugins.logs._model import Batch
 from sidecar_plugins.logs._spool import Spool, SpoolItem
 
-
-class Events:
-    """A structlog-like logger that keeps (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def bind(self, **_: Any) -> Events:
-        return self
-
-    def __getattr__(self, level: str) -> Any:
-        return lambda event, **fields: self.events.append((level, event, fields))
-
-    def names(self) -> list[str]:
-        return [event for _, event, _ in self.events]
+from tests.plugins.logs.helpers import RecordingLog as Events
 
 
 class Clock:

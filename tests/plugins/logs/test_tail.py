@@ -25,34 +25,9 @@ from sidecar_plugins.logs._tail import TAIL_EVENT_DOCS, TAIL_KEY_DOCS, FileTaile
 
 from sidecar_runtime import ConfigError, Duration
 from sidecar_runtime._config import decode_struct
+from tests.plugins.logs.helpers import Clock, RecordingLog
 
 IS_ROOT = os.geteuid() == 0
-
-
-class RecordingLog:
-    """A logger that keeps the events it is given: (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def log(event: str, **fields: Any) -> None:
-            self.events.append((level, event, fields))
-
-        return log
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [fields for _, name, fields in self.events if name == event]
-
-
-class Clock:
-    """A settable monotonic clock (for ``rotate_wait``)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Rig:
