@@ -16,13 +16,24 @@ Figures: requests/s, p50/p99 latency, CPU per request of the proxy process (user
 connection over direct. Targets: sidecar-run ≥ 2x the aiohttp proxy's requests/s in the same
 run, and ≤ 0.15 ms added p50 at one connection.
 
-Usage: .venv/bin/python bench/proxy.py [--seconds S] [--runs N] [--quick]
+``--engine`` measures instead the proxy engine's own Python work per request, without sockets
+and the event loop: the plugin runs on a real core (its defaults: access log, metrics, request
+IDs), and a loop feeds a GET as wrk sends it into a client connection and an nginx response into
+a pooled upstream connection, whose transports only keep what is written. CPU microseconds per
+request, best of N rounds (steady, unlike wall-clock figures on a shared machine), and the
+functions that take the time with ``--profile``.
+
+Usage: .venv/bin/python bench/proxy.py [--seconds S] [--runs N] [--quick] [--engine [--profile]]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import cProfile
+import gc
 import os
+import pstats
 import re
 import shutil
 import subprocess
@@ -32,6 +43,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if not __package__:  # run as a script: python bench/x.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -119,7 +131,7 @@ def _latency(text: str, label: str) -> float:
 def wrk(url: str, *, connections: int, seconds: float, pid: int | None) -> Result:
     before = _cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
-        [WRK, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
+        [WRK, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
         check=True,
         capture_output=True,
         text=True,
@@ -166,7 +178,7 @@ def nginx(prefix: Path, name: str, conf: str) -> subprocess.Popen[bytes]:
 def measure(name: str, url: str, pid: int | None, seconds: float) -> tuple[Result, Result]:
     wrk(url, connections=32, seconds=min(1.0, seconds), pid=None)  # warm up pools and caches
     busy = wrk(url, connections=32, seconds=seconds, pid=pid)
-    single = wrk(url, connections=1, seconds=max(1.0, seconds / 2), pid=None)
+    single = wrk(url, connections=1, seconds=seconds, pid=None)  # wrk takes whole seconds
     print(
         f"  {name}: {busy.rps:,.0f} req/s, p50 {busy.p50_ms:.3f} ms, c1 p50 {single.p50_ms:.3f} ms"
     )
@@ -199,7 +211,8 @@ def run_once(prefix: Path, seconds: float) -> dict[str, tuple[Result, Result]]:
         stop_processes([aio])
 
         app_conf = prefix / "app.conf"
-        app_conf.write_text(_UPSTREAM_CONF.format(prefix=prefix, port=sc_up_port))
+        conf = _UPSTREAM_CONF.format(prefix=prefix, port=sc_up_port)
+        app_conf.write_text(conf.replace("upstream.pid", "app.pid"))
         sidecar = subprocess.Popen(
             [
                 SIDECAR,
@@ -226,11 +239,118 @@ def run_once(prefix: Path, seconds: float) -> dict[str, tuple[Result, Result]]:
     return results
 
 
+_ENGINE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"  # what wrk sends
+_ENGINE_RESPONSE = (  # what the nginx upstream answers
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 08:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
+    b"hello world\n"
+)
+
+
+class _Sink(asyncio.Transport):
+    """A transport that keeps the last write (the engine driver's socket)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.last = bytes(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+async def _engine(requests: int, rounds: int, profile: bool) -> float:
+    from sidecar_plugins.proxy import ProxyPlugin
+    from sidecar_plugins.proxy._server import Connection
+    from sidecar_plugins.proxy._upstream import UpstreamConnection
+
+    from sidecar_runtime.testing import plugin_harness
+
+    table = {
+        "listeners": [{"address": "127.0.0.1:0"}],
+        "upstreams": {"app": {"endpoints": ["127.0.0.1:9"], "app": False}},
+    }
+    async with plugin_harness(ProxyPlugin, table, name="proxy") as harness:
+        plugin = harness.runner.plugin
+        cluster = plugin.clusters["app"]
+        endpoint = cluster.endpoints["127.0.0.1:9"]
+        upstream, up_sink = UpstreamConnection(endpoint), _Sink()
+        upstream.connection_made(up_sink)
+        endpoint.open += 1
+        cluster.breaker.try_connection()
+        endpoint.put_idle(upstream)
+        client, client_sink = Connection(plugin.listeners[0]), _Sink()
+        client.connection_made(client_sink)
+
+        def one() -> None:
+            client.data_received(_ENGINE_REQUEST)
+            upstream.data_received(_ENGINE_RESPONSE)
+
+        for _ in range(2000):
+            one()
+        if not client_sink.last.startswith(b"HTTP/1.1 200") or client_sink.closed:
+            msg = f"the engine did not answer as expected: {client_sink.last!r}"
+            raise RuntimeError(msg)
+        best = float("inf")
+        for _ in range(rounds):
+            gc.collect()
+            start = time.process_time()
+            for _ in range(requests):
+                one()
+            best = min(best, (time.process_time() - start) / requests * 1e6)
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(requests):
+                one()
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        if up_sink.closed or client_sink.closed:
+            msg = "a connection was closed during the run"
+            raise RuntimeError(msg)
+        return best
+
+
+def engine_main(quick: bool, profile: bool) -> None:
+    import anyio
+
+    header("proxy engine: Python work per request (no sockets, no event loop)", byte_compile())
+    requests, rounds = (5000, 5) if quick else (20000, 15)
+    cost = anyio.run(_engine, requests, rounds, profile, backend="asyncio")
+    print(f"GET on a pooled keep-alive connection: {cost:.1f} us CPU per request")
+    print(f"(best of {rounds} rounds of {requests:,} requests; process CPU time)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, runs=1, runs_help="full rounds of all four paths")
     parser.add_argument("--seconds", type=float, default=None, help="wrk duration (default 5)")
+    parser.add_argument(
+        "--engine", action="store_true", help="the engine's Python work per request only"
+    )
+    parser.add_argument("--profile", action="store_true", help="with --engine: cProfile it")
     args = parser.parse_args()
+    if args.engine:
+        engine_main(args.quick, args.profile)
+        return
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     runs = args.runs or 1
     header("proxy: throughput and latency (wrk -t1 -c32, and -c1)", byte_compile())

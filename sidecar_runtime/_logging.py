@@ -101,6 +101,10 @@ class Logger:
     def bind(self, **fields: Any) -> Logger:
         return Logger(**{**self._fields, **fields})
 
+    def is_enabled_for(self, level: str) -> bool:
+        """Whether an event at ``level`` would be written (skip building costly fields)."""
+        return LEVELS[level] >= _settings.level
+
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if LEVELS[level] < _settings.level:
             return

@@ -108,12 +108,15 @@ class FastExchange:
         conn.producer = upstream
         conn.on_lost = self.client_lost
         now = self.sent_at = time.monotonic()
-        total = fw.timeouts.total
+        timeouts = fw.timeouts
+        total = timeouts.total
+        per_try = route.retry.config.per_try_timeout
+        head_timeout = fw.head_timeout(route, req, now) if route.timeout or per_try else 0.0
         upstream.begin(
             self.head,
             head_request=req.method == "HEAD",
-            head_timeout=fw.head_timeout(route, req, now),
-            idle_timeout=fw.timeouts.idle,
+            head_timeout=head_timeout,
+            idle_timeout=timeouts.idle,
             total_deadline=req.started + total if total else None,
             now=now,
             watcher=self,
@@ -123,6 +126,7 @@ class FastExchange:
         self.upstream.abort_exchange(UpstreamError("reset", "client left"))
 
     def progress(self) -> None:
+        """Called by the upstream connection: its response head or end arrived, or it failed."""
         if self.done:
             return
         upstream, conn = self.upstream, self.conn
@@ -137,29 +141,55 @@ class FastExchange:
                     return
                 self._end()
                 return
+            req, out = self.req, self.out
             if not self.head_sent:
-                self.fw.observe_head(
-                    self.route, upstream, time.monotonic() - self.sent_at, self.out
-                )
-                if self.route.retry.retryable_status(upstream.status):
+                route = self.route
+                now = upstream.last_io  # set by the data_received that brought the head
+                out.upstream_ms = (now - self.sent_at) * 1000
+                cluster = route.cluster
+                cluster.head_time.observe(now - self.sent_at)
+                if cluster.detector is not None:
+                    cluster.report(upstream.endpoint, status=upstream.status, error=False, now=now)
+                if route.retry.retryable_status(upstream.status):
                     self._hand_over(upstream)
                     return
                 self.head_sent = True
-                self.chunked = send_head(conn, self.req, self.route, upstream, self.out)
-                if upstream.complete:
-                    end_response(conn, self.req, upstream, self.out)
-                    self._end(released=True)
+                head, chunked = response_head(conn, req, route, upstream)
+                out.status = upstream.status
+                if upstream.complete:  # the whole response in hand: one write, and done
+                    pending = upstream.take_pending() if upstream.pending else b""
+                    if chunked:
+                        if pending:
+                            pending = b"%x\r\n%b\r\n" % (len(pending), pending)
+                        conn.write(head + pending + b"0\r\n\r\n")
+                    else:
+                        conn.write(head + pending if pending else head)
+                    self._complete()
                     return
-                upstream.stream_to(conn.write_chunk if self.chunked else conn.write)
+                pending = upstream.take_pending()
+                if chunked and pending:
+                    pending = b"%x\r\n%b\r\n" % (len(pending), pending)
+                conn.write(head + pending)
+                self.chunked = chunked
+                upstream.stream_to(conn.write_chunk if chunked else conn.write)
                 return
             if upstream.complete:
                 if self.chunked:
                     conn.write(b"0\r\n\r\n")
-                end_response(conn, self.req, upstream, self.out)
-                self._end(released=True)
+                self._complete()
         except Exception as err:
             self.fw._internal_error(conn, self.req, self.out, err)
             self._end()
+
+    def _complete(self) -> None:
+        """The response went out whole: free the upstream connection, finish the request."""
+        self.done = True
+        conn, upstream = self.conn, self.upstream
+        upstream.release()
+        if conn.pause_reasons:
+            conn.resume_reading_for("upstream")
+        self.route.cluster.breaker.release_request()
+        conn.finish(self.req, self.fw._record(conn, self.req, self.route, self.out))
 
     def _end(self, *, released: bool = False) -> None:
         self.done = True

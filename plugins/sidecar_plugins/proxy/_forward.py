@@ -112,9 +112,9 @@ class Forwarder:
         self.draining = False
         self._drained: asyncio.Future[None] | None = None
         self._unrouted = metrics.route_stats("unrouted")
-        self._upstream_time = {name: metrics.upstream_histogram(name) for name in clusters}
         self._retry_children = {name: metrics.retries.labels(name) for name in clusters}
         for name, cluster in clusters.items():
+            cluster.head_time = metrics.upstream_histogram(name)
             cluster.on_connect_error = metrics.connect_errors.labels(name).inc
             cluster.on_ejection = metrics.ejections.labels(name).inc
 
@@ -133,10 +133,13 @@ class Forwarder:
         self.limiter = limiter
         self.hold_timeout = hold_timeout
         self.access_log = access_log
-        for name in clusters:
-            if name not in self._upstream_time:
-                self._upstream_time[name] = self.metrics.upstream_histogram(name)
-                self._retry_children[name] = self.metrics.retries.labels(name)
+        metrics = self.metrics
+        for name, cluster in clusters.items():  # new clusters, or new configs of old names
+            cluster.head_time = metrics.upstream_histogram(name)
+            cluster.on_connect_error = metrics.connect_errors.labels(name).inc
+            cluster.on_ejection = metrics.ejections.labels(name).inc
+            if name not in self._retry_children:
+                self._retry_children[name] = metrics.retries.labels(name)
 
     def bind(self, routes: Sequence[Route]) -> None:
         """Give each route its metric accumulators."""
@@ -185,7 +188,7 @@ class Forwarder:
                 and (self.gate.open or not cluster.is_app)
                 and cluster.breaker.try_request()
             ):
-                endpoint = cluster.pick(time.monotonic())
+                endpoint = cluster.pick(req.started)
                 upstream = endpoint.take_idle()
                 if upstream is not None:
                     FastExchange(self, conn, req, route, out, upstream).start()
@@ -198,8 +201,7 @@ class Forwarder:
         return self._slow(conn, req, route, out, admitted=False)
 
     def _finish(self, conn: Connection, req: Request, route: Route | None, out: Outcome) -> None:
-        self._record(conn, req, route, out)
-        conn.finish(req)
+        conn.finish(req, self._record(conn, req, route, out))
 
     def _internal_error(self, conn: Connection, req: Request, out: Outcome, err: Exception) -> None:
         self.log.error("proxy_request_failed", error=repr(err), exc_info=err)
@@ -209,19 +211,21 @@ class Forwarder:
         else:
             conn.abort()
 
-    def _record(self, conn: Connection, req: Request, route: Route | None, out: Outcome) -> None:
-        """Metrics and the access log for a finished request."""
+    def _record(self, conn: Connection, req: Request, route: Route | None, out: Outcome) -> float:
+        """Metrics and the access log for a finished request; returns the time it finished."""
         self.in_flight -= 1
         if conn.closed and out.status == 0:
             out.status = 499  # the client left before the response began
-        duration = time.monotonic() - req.started
+        now = time.monotonic()
+        duration = now - req.started
         stats = route.stats if route is not None else self._unrouted
         assert isinstance(stats, RouteStats)
         stats.record(req.method, out.status, duration)
         access_log = self.access_log
         if access_log.enabled:
             body = req.body
-            out.bytes_in = body.size if body is not None else 0
+            if body is not None:
+                out.bytes_in = body.size
             identity = conn.identity
             access_log.emit(
                 method=req.method,
@@ -236,6 +240,7 @@ class Forwarder:
         drained = self._drained
         if drained is not None and not self.in_flight and not drained.done():
             drained.set_result(None)
+        return now
 
     def _reply(
         self,
@@ -475,7 +480,7 @@ class Forwarder:
         self, route: Route, upstream: UpstreamConnection, elapsed: float, out: Outcome
     ) -> None:
         out.upstream_ms = elapsed * 1000
-        self._upstream_time[route.cluster.name].observe(elapsed)
+        route.cluster.head_time.observe(elapsed)
         if route.cluster.detector is not None:
             route.cluster.report(
                 upstream.endpoint, status=upstream.status, error=False, now=time.monotonic()

@@ -53,18 +53,27 @@ _random_bits = random.Random().getrandbits  # noqa: S311 - request IDs need uniq
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
+_PLAIN_TOKENS = frozenset((b"close", b"keep-alive", b""))
+_NOTHING: frozenset[bytes] = frozenset()
+#: A route's removal set → all the names to drop (the key ``frozenset()`` holds the base set).
+_REQUEST_SKIP = {_NOTHING: _REQUEST_SPECIAL}
+_RESPONSE_SKIP = {_NOTHING: HOP_BY_HOP}
 
 
 def request_head(
     conn: Connection, req: Request, route: Route, request_id: bytes, *, trust_forwarded: bool
 ) -> bytes:
     """The request head for the upstream, built once for all tries."""
-    path = req.raw_path if route.rewrite is None else b""
-    if route.rewrite is not None or req.path != req.raw_path.decode("latin-1"):
+    raw_path = req.raw_path
+    if route.rewrite is not None or (b"/." in raw_path and req.path != raw_path.decode("latin-1")):
         path = route.rewrite_path(req.path).encode("latin-1")
-    parts = [req.method.encode("ascii"), b" ", path, req.query, b" HTTP/1.1\r\n"]
+    else:
+        path = raw_path
+    parts = [req.method_bytes, b" ", path, req.query, b" HTTP/1.1\r\n"]
     append = parts.append
-    skip = _REQUEST_SPECIAL | route.request_remove | req.connection_tokens
+    skip = _REQUEST_SKIP.get(route.request_remove) or _skip_set(_REQUEST_SKIP, route.request_remove)
+    if req.connection_tokens:
+        skip = skip | req.connection_tokens
     xff = b""
     proto = host_seen = b""
     for lname, name, value in req.headers:
@@ -83,18 +92,21 @@ def request_head(
                 append(b"%s: %s\r\n" % (name, value))
             continue
         append(b"%s: %s\r\n" % (name, value))
-    host = req.host.encode("latin-1")
+    host = req.host_bytes
     if route.host_rewrite is not None:
         append(b"host: %s\r\n" % route.host_rewrite)
     elif not host_seen:
         append(b"host: %s\r\n" % (host or route.cluster.default_host))
-    peer = conn.peer.encode("latin-1")
-    append(b"x-forwarded-for: %s\r\n" % (xff + b", " + peer if xff else peer))
+    if xff:
+        append(b"x-forwarded-for: %s, %s\r\n" % (xff, conn.peer_bytes))
+    else:
+        append(conn.forwarded_for)  # "x-forwarded-for: <peer>", built once per connection
     if not proto:
-        append(b"x-forwarded-proto: %s\r\n" % conn.listener.scheme)
-    if not (trust_forwarded and req.header(b"x-forwarded-host")) and host:
-        append(b"x-forwarded-host: %s\r\n" % host)
-    append(b"x-request-id: %s\r\n" % request_id)
+        append(conn.listener.forwarded_proto)
+    if host and not (trust_forwarded and req.header(b"x-forwarded-host")):
+        append(b"x-forwarded-host: %s\r\nx-request-id: %s\r\n" % (host, request_id))
+    else:
+        append(b"x-request-id: %s\r\n" % request_id)
     if conn.identity is not None:
         append(b"x-forwarded-client-cert: %s\r\n" % conn.identity.xfcc().encode("latin-1"))
     if route.request_add:
@@ -112,9 +124,20 @@ def request_id(req: Request) -> bytes:
     value = req.request_id
     if value is not None and _REQUEST_ID_RE.fullmatch(value):
         return value
-    n = (_random_bits(128) & _UUID_CLEAR) | _UUID_SET
-    h = b"%032x" % n
-    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+    h = "%032x" % ((_random_bits(128) & _UUID_CLEAR) | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+
+
+def _skip_set(
+    cache: dict[frozenset[bytes], frozenset[bytes]], extra: frozenset[bytes]
+) -> frozenset[bytes]:
+    """The names to drop: the cache's base set plus a route's ``extra`` ones (computed once)."""
+    if len(cache) >= 1024:  # reloads with ever new removal sets: start over
+        base = cache[_NOTHING]
+        cache.clear()
+        cache[_NOTHING] = base
+    skip = cache[extra] = cache[_NOTHING] | extra
+    return skip
 
 
 def response_head(
@@ -125,19 +148,21 @@ def response_head(
     line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
     parts = [line]
     append = parts.append
-    skip = HOP_BY_HOP | route.response_remove
+    skip = _RESPONSE_SKIP.get(route.response_remove) or _skip_set(
+        _RESPONSE_SKIP, route.response_remove
+    )
     has_length = False
-    tokens: set[bytes] = set()
+    tokens: set[bytes] | None = None
     for name, value in upstream.headers:
         lname = name.lower()
         if lname in skip:
             if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
-                tokens |= {t.strip().lower() for t in value.split(b",")}
+                named = {t.strip().lower() for t in value.split(b",")} - _PLAIN_TOKENS
+                tokens = named if tokens is None else tokens | named
             continue
         if lname == b"content-length":
             has_length = True
         append(b"%s: %s\r\n" % (name, value))
-    tokens -= {b"close", b"keep-alive", b""}
     if tokens:  # headers the upstream's Connection header names are hop-by-hop too
         parts = [line] + [
             b"%s: %s\r\n" % (n, v)
@@ -147,10 +172,9 @@ def response_head(
         append = parts.append
     if route.response_add:
         append(route.response_add)
-    no_body = req.method == "HEAD" or status in (204, 304) or status < 200
     chunked = False
     close = conn.wants_close(req) or req.upgrade
-    if not no_body and not has_length:
+    if not has_length and status >= 200 and status not in (204, 304) and req.method != "HEAD":
         if req.version == "1.1":
             append(b"transfer-encoding: chunked\r\n")
             chunked = True
@@ -158,8 +182,9 @@ def response_head(
             close = True  # an HTTP/1.0 client: the end of the body is the end of the connection
     if close:
         conn.close_after = True
-        append(b"connection: close\r\n")
+        append(b"connection: close\r\n\r\n")
     elif req.version == "1.0":
-        append(b"connection: keep-alive\r\n")
-    append(b"\r\n")
+        append(b"connection: keep-alive\r\n\r\n")
+    else:
+        append(b"\r\n")
     return b"".join(parts), chunked

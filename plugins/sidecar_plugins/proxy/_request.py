@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 _BAD_HOST = re.compile(r"[\s/\\@?#]")
+_GOOD_HOSTS: set[str] = set()  # hosts that passed the check (a bounded cache)
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
 _REASONS = {
     400: b"Bad Request",
@@ -162,8 +163,10 @@ class Request:
         "expect_continue",
         "headers",
         "host",
+        "host_bytes",
         "keep_alive",
         "method",
+        "method_bytes",
         "path",
         "query",
         "raw_path",
@@ -176,6 +179,7 @@ class Request:
 
     def __init__(self) -> None:
         self.method = ""
+        self.method_bytes = b""
         self.target = b""
         self.raw_path = b""
         self.path = ""
@@ -183,6 +187,7 @@ class Request:
         self.version = "1.1"
         self.headers: list[tuple[bytes, bytes, bytes]] = []  # (lower name, name, value)
         self.host = ""
+        self.host_bytes = b""
         self.keep_alive = True
         self.upgrade = False
         self.content_length: int | None = None
@@ -229,15 +234,15 @@ def parse_head(request: Request, url: bytes) -> None:
         host = parsed.host or b""
         if parsed.port:
             host += b":%d" % parsed.port
-        request.host = host.decode("latin-1")
+        request.host_bytes = host
     else:
         raise BadRequest(405 if request.method == "CONNECT" else 400, "bad_target")
     hosts = 0
     for lname, _, value in request.headers:
         if lname == b"host":
             hosts += 1
-            if not request.host:
-                request.host = value.decode("latin-1")
+            if not request.host_bytes:
+                request.host_bytes = value
         elif lname == b"content-length":
             request.content_length = int(value)  # llhttp accepted it: digits only
         elif lname == b"connection":
@@ -250,10 +255,15 @@ def parse_head(request: Request, url: bytes) -> None:
             request.request_id = value
         elif lname == b"expect" and value.lower() == b"100-continue":
             request.expect_continue = True
-    if hosts > 1 or (hosts == 0 and request.version == "1.1" and not request.host):
+    if hosts > 1 or (hosts == 0 and request.version == "1.1" and not request.host_bytes):
         raise BadRequest(400, "bad_host")
-    if _BAD_HOST.search(request.host) is not None or len(request.host) > 255:
-        raise BadRequest(400, "bad_host")
+    text = request.host = request.host_bytes.decode("latin-1")
+    if text not in _GOOD_HOSTS:
+        if _BAD_HOST.search(text) is not None or len(text) > 255:
+            raise BadRequest(400, "bad_host")
+        if len(_GOOD_HOSTS) >= 256:
+            _GOOD_HOSTS.clear()
+        _GOOD_HOSTS.add(text)
     request.path = normalize_path(request.raw_path)
 
 

@@ -30,6 +30,7 @@ from ._tls import PeerIdentity, peer_identity
 __all__ = ["Connection", "Handler", "Listener", "Producer", "Request", "simple_response"]
 
 _MAX_PIPELINED = 8
+_PROTO_HTTP = b"x-forwarded-proto: http\r\n"
 
 
 class Producer(Protocol):
@@ -58,8 +59,9 @@ class Listener:
     draining: bool = False
 
     @property
-    def scheme(self) -> bytes:
-        return b"https" if self.tls is not None else b"http"
+    def forwarded_proto(self) -> bytes:
+        """The ``X-Forwarded-Proto`` line the proxy adds for this listener's requests."""
+        return b"x-forwarded-proto: https\r\n" if self.tls is not None else _PROTO_HTTP
 
 
 class Connection(asyncio.Protocol):
@@ -72,6 +74,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        self.peer_bytes = b""
+        self.forwarded_for = b"x-forwarded-for: \r\n"  # with the peer, once connected
         self.ssl_object: ssl.SSLObject | None = None
         self.identity: PeerIdentity | None = None
         self.closed = False
@@ -88,10 +92,11 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._head_bytes = 0
         self._head_started = 0.0
+        self._now = 0.0  # when the bytes being parsed arrived
         self._in_head = False
         self._busy = False  # a request is being handled
         self._error: bytes | None = None  # a response to send once the current one is done
-        self._pause_reasons: set[str] = set()
+        self.pause_reasons: set[str] = set()  # why reading is paused (empty: it is not)
         self._upgrade_rest = b""
         self._upgraded = False
         self.timer = LazyTimer(self.loop, self._on_timeout)
@@ -110,6 +115,8 @@ class Connection(asyncio.Protocol):
         listener.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unix"
+        self.peer_bytes = self.peer.encode("latin-1")
+        self.forwarded_for = b"x-forwarded-for: %s\r\n" % self.peer_bytes
         if self.listener.tls is not None and self.transport is None:
             transport.pause_reading()
             self.transport = transport
@@ -175,14 +182,14 @@ class Connection(asyncio.Protocol):
             self.producer.resume_reading()
 
     def pause_reading_for(self, reason: str) -> None:
-        if not self._pause_reasons and self.transport is not None and not self.closed:
+        if not self.pause_reasons and self.transport is not None and not self.closed:
             self.transport.pause_reading()
-        self._pause_reasons.add(reason)
+        self.pause_reasons.add(reason)
 
     def resume_reading_for(self, reason: str) -> None:
-        if reason in self._pause_reasons:
-            self._pause_reasons.discard(reason)
-            if not self._pause_reasons and self.transport is not None and not self.closed:
+        if reason in self.pause_reasons:
+            self.pause_reasons.discard(reason)
+            if not self.pause_reasons and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
@@ -225,10 +232,11 @@ class Connection(asyncio.Protocol):
         if self._upgraded:
             self._upgrade_rest += data  # bytes for the upgraded protocol, sent once it is up
             return
+        self._now = now = time.monotonic()
         if not self._in_head and self._current is None:
             self._in_head = True
             self._head_bytes = 0
-            self._head_started = time.monotonic()
+            self._head_started = now
         if self._in_head:
             self._head_bytes += len(data)
         try:
@@ -260,7 +268,7 @@ class Connection(asyncio.Protocol):
         self._in_head = True
         self._url = b""
         request = self._current = Request()
-        request.started = time.monotonic()
+        request.started = self._now
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -282,7 +290,8 @@ class Connection(asyncio.Protocol):
             size = len(self._url) + sum(len(n) + len(v) + 4 for _, n, v in request.headers)
             if size > self.limits.max_header_bytes:
                 raise BadRequest(431, "header_too_large")
-        request.method = parser.get_method().decode("ascii", "replace")
+        method = request.method_bytes = parser.get_method()
+        request.method = method.decode("ascii", "replace")
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
         request.upgrade = parser.should_upgrade()
@@ -349,7 +358,8 @@ class Connection(asyncio.Protocol):
         queue = self._queue
         while queue and not self._busy and not self.closed:
             request = queue.popleft()
-            self.resume_reading_for("pipeline")
+            if self.pause_reasons:
+                self.resume_reading_for("pipeline")
             self._busy = True
             self.requests += 1
             try:
@@ -382,15 +392,16 @@ class Connection(asyncio.Protocol):
         self._busy = False
         self.abort()
 
-    def finish(self, request: Request) -> None:
-        """The response to ``request`` is complete: keep-alive bookkeeping, then the next one."""
+    def finish(self, request: Request, now: float | None = None) -> None:
+        """The response to ``request`` is complete (at ``now``, loop time, when the caller
+        knows it): keep-alive bookkeeping, then the next one."""
         self._busy = False
         self.producer = None
         self.on_lost = None
-        if not self._finish_request(request):
+        if not self._finish_request(request, now) and self._queue:
             self._dispatch()
 
-    def _finish_request(self, request: Request) -> bool:
+    def _finish_request(self, request: Request, now: float | None) -> bool:
         """Keep-alive bookkeeping after a response; True when the connection is done."""
         if self.closed:
             return True
@@ -413,7 +424,7 @@ class Connection(asyncio.Protocol):
         if self._in_head:
             self.timer.set(self._head_started + self.limits.header_read_timeout)
         elif not self._queue:
-            self.timer.set(time.monotonic() + self.limits.idle_timeout)
+            self.timer.set((now or time.monotonic()) + self.limits.idle_timeout)
         return False
 
     def wants_close(self, request: Request) -> bool:

@@ -24,6 +24,7 @@ from sidecar_runtime import Address
 
 from ._breaker import CircuitBreaker
 from ._config import UpstreamConfig, endpoint_address
+from ._metrics import Histogram
 from ._outlier import OutlierDetector, RoundRobin
 from ._timer import LazyTimer
 from ._tls import client_context, server_hostname
@@ -87,7 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_deadline: float | None = None
         self._total_deadline: float | None = None
         self._idle = 0.0
-        self._last_io = 0.0
+        self.last_io = 0.0
         self.reading_paused = False
 
     # -- transport callbacks -----------------------------------------------------------------------
@@ -144,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        self._last_io = time.monotonic()
+        self.last_io = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -180,8 +181,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         if self.head_request:
             self._skip_body = True
-        if status != 101:
-            self._resolve_head()
+        if status != 101:  # _resolve_head(), inlined
+            self.head_done = True
+            self._head_deadline = None
+            head = self.head
+            if head is not None and not head.done():
+                head.set_result(None)
 
     def on_body(self, chunk: bytes) -> None:
         if self._skip_body:
@@ -231,20 +236,20 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_deadline = now + head_timeout if head_timeout else None
         self._total_deadline = total_deadline
         self._idle = idle_timeout
-        self._last_io = now
+        self.last_io = now
         self.timer.set(self._next_deadline(now))
         assert self.transport is not None
         self.transport.write(head)
 
     def send_body(self, chunk: bytes) -> None:
         if not self.closed and self.transport is not None:
-            self._last_io = time.monotonic()
+            self.last_io = time.monotonic()
             self.transport.write(chunk)
 
     def send_chunk(self, chunk: bytes) -> None:
         """One chunk of a ``transfer-encoding: chunked`` request body."""
         if chunk and not self.closed and self.transport is not None:
-            self._last_io = time.monotonic()
+            self.last_io = time.monotonic()
             if len(chunk) < 16384:
                 self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
@@ -292,7 +297,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def release(self) -> None:
         """The exchange is over: back to the pool when clean, else closed."""
-        reuse = self.reusable()
+        reuse = (
+            self.complete
+            and self.keep_alive
+            and self.request_done
+            and not self.closed
+            and self.error is None
+            and not self.upgraded
+        )
         self.active = False
         self.sink = None
         self.downstream = None
@@ -359,7 +371,7 @@ class UpstreamConnection(asyncio.Protocol):
         if total is not None and (deadline is None or total < deadline):
             deadline = total
         if self._idle:
-            idle = self._last_io + self._idle
+            idle = self.last_io + self._idle
             if deadline is None or idle < deadline:
                 deadline = idle
         return deadline
@@ -375,7 +387,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(
                 UpstreamError("timeout", "total timeout", before_response=not self.head_done)
             )
-        elif self._idle and now >= self._last_io + self._idle:
+        elif self._idle and now >= self.last_io + self._idle:
             self._fail(UpstreamError("timeout", "idle timeout", before_response=not self.head_done))
         else:
             self.timer.set(self._next_deadline(now))
@@ -404,9 +416,11 @@ class Endpoint:
         if len(self.idle) >= cluster.max_idle or cluster.closing:
             conn.close()
             return
-        conn.timer.set(time.monotonic() + cluster.idle_timeout)
+        # reusable means its response is complete: idle since the read that completed it
+        conn.timer.set(conn.last_io + cluster.idle_timeout)
         self.idle.append(conn)
-        cluster.wake_one()
+        if cluster.waiters:
+            cluster.wake_one()
 
     def forget(self, conn: UpstreamConnection) -> None:
         """A connection closed: drop it from the pool and free its slot."""
@@ -486,8 +500,10 @@ class Cluster:
         first = self.endpoints[config.endpoints[0]].address
         #: ``Host`` for clients that sent none (HTTP/1.0): the first endpoint.
         self.default_host = (str(first) if first.kind == "tcp" else "localhost").encode("latin-1")
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
         self.on_connect_error: Callable[[], None] = lambda: None
+        #: Seconds from a try's request head to the response head (set by the engine).
+        self.head_time = Histogram()
         self.on_ejection: Callable[[], None] = lambda: None
 
     def sni(self, address: Address) -> str | None:
@@ -513,8 +529,8 @@ class Cluster:
         return sum(e.open for e in self.endpoints.values())
 
     def wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        while self.waiters:
+            waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
@@ -548,7 +564,7 @@ class Cluster:
                     threshold = "connections"
                     raise UpstreamError(OVERFLOW, threshold)
                 waiter = self.loop.create_future()
-                self._waiters.append(waiter)
+                self.waiters.append(waiter)
                 handle = self.loop.call_later(remaining, _expire, waiter)
                 try:
                     await waiter
