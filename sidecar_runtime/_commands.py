@@ -14,9 +14,10 @@ from http.client import HTTPConnection
 from importlib.resources import files
 from typing import Any
 
-from ._cli import _checked, _Parser, _split_command, parse_run_args
+from ._cli import _Parser, _split_command, parse_run_args
 from ._convert import Address, parse_address, parse_duration, parse_signal
 from ._errors import ConfigError, SidecarError
+from ._flagtypes import checked
 from ._run import check_environment, fail, run
 
 __all__ = ["check", "demo", "plugins", "schema", "status", "systemd_unit"]
@@ -211,7 +212,7 @@ def status(argv: Sequence[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
     parser.add_argument(
         "--timeout",
-        type=_checked(parse_duration, "duration"),
+        type=checked(parse_duration, "duration"),
         default="5s",
         metavar="DURATION",
         help="how long to wait for an answer (default 5s)",
@@ -256,14 +257,14 @@ def demo(argv: Sequence[str]) -> int:
     parser = _Parser(prog="sidecar-run demo", description="Run the bundled legacy app demo.")
     parser.add_argument(
         "--seconds",
-        type=_checked(parse_duration, "duration"),
+        type=checked(parse_duration, "duration"),
         metavar="DURATION",
         help="stop the demo after this long, e.g. 30s (default: run until Ctrl-C)",
     )
     parser.add_argument("--port", type=int, default=None, help="the legacy app's port")
     parser.add_argument(
         "--admin",
-        type=_checked(parse_address, "address"),
+        type=checked(parse_address, "address"),
         default="127.0.0.1:9901",
         metavar="ADDR",
         help="admin listener address (default 127.0.0.1:9901)",

@@ -3,10 +3,11 @@ enriched and shipped, with nothing lost.
 
 Modules, one concept each: ``_model`` (chunks, records, batches), ``_streams`` (the app's
 output as chunks), ``_tail`` (files by glob through rotation) and ``_checkpoint`` (offsets
-persisted atomically), ``_multiline``, ``_parsers``, ``_enrich``, ``_filters`` and
-``_processors`` (the processor chain), ``_pipeline`` (chunks → records → outputs, acks →
-checkpoints), ``_delivery`` and ``_spool`` (batching, retries, a bounded buffer that spills to
-disk), ``outputs`` (stdout, file, HTTP, Loki, Elasticsearch, Fluentd), ``_metrics``, ``_docs``.
+persisted atomically), ``_multiline``, ``_parsers`` (message formats), ``_timestamps`` (event
+times), ``_enrich``, ``_filters`` and ``_processors`` (the processor chain), ``_pipeline``
+(chunks → records → outputs, acks → checkpoints), ``_delivery`` and ``_spool`` (batching,
+retries, a bounded buffer that spills to disk), ``outputs`` (stdout, file, HTTP, Loki,
+Elasticsearch, Fluentd), ``_metrics``, ``_docs``.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ from ._enrich import EnrichConfig, LevelConfig
 from ._filters import MatchRule, RedactRule
 from ._metrics import METRIC_DOCS
 from ._multiline import MultilineConfig
-from ._parsers import ParseConfig, TimestampConfig
+from ._parsers import ParseConfig
 from ._processors import ProcessorConfig
 from ._tailconfig import TAIL_EVENT_DOCS, TAIL_KEY_DOCS
+from ._timestamps import TimestampConfig
 from .outputs import (
     ElasticsearchConfig,
     FileConfig,

@@ -46,7 +46,8 @@ from sidecar_runtime import ConfigError
 from ._enrich import Enrich, EnrichConfig, Level, LevelConfig
 from ._filters import Drop, Keep, MatchRule, Redact, RedactRule, Step, redact_rules
 from ._model import Processor, Record
-from ._parsers import Parse, ParseConfig, Timestamp, TimestampConfig, parse_configs
+from ._parsers import Parse, ParseConfig, parse_configs
+from ._timestamps import Timestamp, TimestampConfig
 
 __all__ = [
     "ENTRY_POINT_GROUP",
