@@ -7,10 +7,13 @@ held while it is not ready; on shutdown the proxy drains before the app is stopp
 
 Modules, one concept each: ``_config`` (the strict config), ``_server`` (the downstream
 protocol), ``_request`` (request heads and bodies), ``_headers`` (header blocks both ways),
-``_router``, ``_forward`` (the request path: holding, tries, retries), ``_fast`` (its callback
-path), ``_upstream`` (pools and the upstream protocol), ``_upgrade`` (WebSocket tunnels),
-``_timer``, ``_metrics``, ``_accesslog``, ``_docs``; the policies: ``_tls``, ``_ratelimit``,
-``_breaker``, ``_outlier``, ``_retry``.
+``_router``, ``_forward`` (the request path: tries, retries, responses), ``_fast`` (its callback
+path), ``_bookkeeping`` (the forwarder's state, its own responses, request records), ``_gate``
+(holding requests until the app is ready), ``_pool`` (clusters, endpoints and their keep-alive
+pools), ``_upstream`` (the upstream connection protocol), ``_upgrade`` (WebSocket tunnels),
+``_timer``, ``_metrics``, ``_accesslog``, ``_docs``; TLS: ``_tls`` (listener certificates and
+their reload), ``_x509`` (certificate facts and peer identities), ``_upstream_tls`` (upstream
+TLS origination); the policies: ``_ratelimit``, ``_breaker``, ``_outlier``, ``_retry``.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from sidecar_runtime import PluginContext, PluginError, parse_address
 from ._accesslog import AccessLog
 from ._config import ListenerConfig, ProxyConfig, UpstreamConfig
 from ._docs import CONFIG_DOCS, EVENT_DOCS, reference_page
-from ._forward import Forwarder, Gate
+from ._forward import Forwarder
+from ._gate import Gate
 from ._metrics import ProxyMetrics
+from ._pool import Cluster
 from ._ratelimit import RateLimiter
 from ._router import Route, Router
 from ._server import Connection, Listener
 from ._tls import CertStore
-from ._upstream import Cluster
 
 __all__ = ["ProxyConfig", "ProxyPlugin"]
 

@@ -20,7 +20,8 @@ from ._breaker import CircuitBreakerConfig
 from ._outlier import OutlierConfig
 from ._ratelimit import RateLimitConfig
 from ._retry import RetryConfig
-from ._tls import ServerTLSConfig, UpstreamTLSConfig
+from ._tls import ServerTLSConfig
+from ._upstream_tls import UpstreamTLSConfig
 
 __all__ = [
     "AccessLogConfig",

@@ -24,7 +24,8 @@ from ._metrics import METRIC_DOCS
 from ._outlier import OutlierConfig
 from ._ratelimit import RateLimitConfig
 from ._retry import RetryConfig
-from ._tls import ServerTLSConfig, UpstreamTLSConfig
+from ._tls import ServerTLSConfig
+from ._upstream_tls import UpstreamTLSConfig
 
 __all__ = ["CONFIG_DOCS", "EVENT_DOCS", "TABLE_DOCS", "reference_page"]
 

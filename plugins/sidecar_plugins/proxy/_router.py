@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping, Sequence
 
 from ._config import RouteConfig, route_label
+from ._pool import Cluster
 from ._retry import RetryBudget, RetryConfig, RetryPolicy
 from ._server import Request
-from ._upstream import Cluster
 
 __all__ = ["Route", "Router"]
 

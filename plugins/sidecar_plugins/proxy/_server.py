@@ -25,7 +25,7 @@ import httptools
 from ._config import LimitsConfig
 from ._request import BadRequest, Request, RequestBody, parse_head, simple_response
 from ._timer import LazyTimer
-from ._tls import PeerIdentity, peer_identity
+from ._x509 import PeerIdentity, peer_identity
 
 __all__ = ["Connection", "Handler", "Listener", "Producer", "Request", "simple_response"]
 

@@ -22,15 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sidecar_plugins.proxy._tls import (
-    CertStore,
-    PeerIdentity,
-    ServerTLSConfig,
-    UpstreamTLSConfig,
-    client_context,
-    peer_identity,
-    server_hostname,
-)
+from sidecar_plugins.proxy._tls import CertStore, ServerTLSConfig
+from sidecar_plugins.proxy._upstream_tls import UpstreamTLSConfig, client_context, server_hostname
+from sidecar_plugins.proxy._x509 import PeerIdentity, peer_identity
 
 from sidecar_runtime import Duration
 from sidecar_runtime._types import dec_hook
