@@ -13,6 +13,7 @@ from ._context import PluginContext as PluginContext
 from ._context import PluginInfo as PluginInfo
 from ._context import RuntimeStats as RuntimeStats
 from ._convert import Address as Address
+from ._convert import format_duration as format_duration
 from ._convert import parse_address as parse_address
 from ._convert import parse_duration as parse_duration
 from ._convert import parse_signal as parse_signal
@@ -67,6 +68,7 @@ __all__ = [
     "StateChanged",
     "Subscription",
     "__version__",
+    "format_duration",
     "parse_address",
     "parse_duration",
     "parse_signal",

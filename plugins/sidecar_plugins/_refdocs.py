@@ -15,14 +15,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["default_text", "format_seconds", "key_table", "metric_table", "type_name"]
+from sidecar_runtime import format_duration
 
-
-def format_seconds(seconds: float) -> str:
-    """``0.25`` → ``250ms``, ``10`` → ``10s``: durations as the config writes them."""
-    if seconds and seconds < 1:
-        return f"{round(seconds * 1000, 3):g}ms"
-    return f"{round(seconds, 3):g}s"
+__all__ = ["default_text", "key_table", "metric_table", "type_name"]
 
 
 def type_name(tp: Any) -> str:
@@ -68,7 +63,7 @@ def default_text(field: msgspec.structs.FieldInfo) -> str:
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, float) and type(value).__name__ == "Duration":
-        return f'`"{format_seconds(value)}"`'
+        return f'`"{format_duration(value)}"`'
     if isinstance(value, str):
         return f'`"{value}"`' if len(value) <= 40 else "(see text)"
     return f"`{json.dumps(msgspec.to_builtins(value))}`"

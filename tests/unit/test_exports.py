@@ -39,6 +39,7 @@ EXPECTED_PUBLIC = {
     "Subscription",
     "__version__",
     "parse_address",
+    "format_duration",
     "parse_duration",
     "parse_signal",
 }

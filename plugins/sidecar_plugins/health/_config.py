@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from sidecar_runtime import Duration, parse_address
+from sidecar_runtime import format_duration as format_seconds
 
 __all__ = [
     "MIN_PERIOD",
@@ -39,13 +40,6 @@ _HTTP_DEFAULTS: dict[str, object] = {
     "body_contains": None,
     "tls_verify": True,
 }
-
-
-def format_seconds(seconds: float) -> str:
-    """``0.25`` → ``250ms``, ``10`` → ``10s``: durations as the config writes them."""
-    if seconds and seconds < 1:
-        return f"{round(seconds * 1000, 3):g}ms"
-    return f"{round(seconds, 3):g}s"
 
 
 def parse_status_ranges(text: str) -> tuple[tuple[int, int], ...]:

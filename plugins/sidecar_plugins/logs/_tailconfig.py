@@ -12,13 +12,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from sidecar_runtime import Duration
+from sidecar_runtime import Duration, format_duration
 
 __all__ = ["TAIL_EVENT_DOCS", "TAIL_KEY_DOCS", "TailConfig"]
-
-
-def _seconds(value: float) -> str:
-    return f"{value * 1000:g}ms" if 0 < value < 1 else f"{value:g}s"
 
 
 class TailConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -45,7 +41,7 @@ class TailConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
                     msg = f"{key}[{index}]: expected a non-empty glob pattern, got {pattern!r}"
                     raise ValueError(msg)
         if self.poll_interval <= 0:
-            msg = f"poll_interval: must be more than 0, got {_seconds(self.poll_interval)}"
+            msg = f"poll_interval: must be more than 0, got {format_duration(self.poll_interval)}"
             raise ValueError(msg)
         for key in ("glob_interval", "rotate_wait"):
             value: float = getattr(self, key)
