@@ -328,6 +328,38 @@ def _lookup(tree: Any, path: str) -> tuple[bool, Any]:
     return True, node
 
 
+def _name_table_key(data: Any, type_: type[Any], where: str, text: str) -> str:
+    """msgspec writes the key of a table of tables as ``[...]`` (``outputs[...].label``): find
+    it by decoding the config with that table cut down to one entry at a time."""
+    head, sep, tail = where.partition("[...]")
+    if not sep:
+        return where
+    found, table = _lookup(data, head.lstrip("."))
+    if not found or not isinstance(table, dict):
+        return where
+    for name, value in table.items():
+        trial = _replaced(data, head.lstrip("."), {name: value})
+        try:
+            msgspec.convert(trial, type_, dec_hook=dec_hook, strict=True)
+        except msgspec.ValidationError as err:
+            if str(err) == text:
+                part = f".{name}" if re.fullmatch(r"[A-Za-z0-9_-]+", str(name)) else f"[{name!r}]"
+                return head + part + tail
+    return where
+
+
+def _replaced(tree: Any, path: str, value: Any) -> Any:
+    """A copy of ``tree`` with the node at ``path`` (dotted, ``[i]`` for lists) replaced."""
+    parts = re.findall(r"[^.\[\]]+", path)
+    if not parts:
+        return value
+    first, rest = parts[0], ".".join(parts[1:])
+    if isinstance(tree, dict):
+        return {**tree, first: _replaced(tree[first], rest, value)}
+    index = int(first)
+    return [*tree[:index], _replaced(tree[index], rest, value), *tree[index + 1 :]]
+
+
 def _precedence(origin: str) -> int:
     if origin == "command line":
         return 3
@@ -364,7 +396,7 @@ def decode_struct(
         detail, _, where = text.rpartition(" - at `$")
         if not _:
             detail, where = text, ""
-        where = where.rstrip("`")
+        where = _name_table_key(data, type_, where.rstrip("`"), text)
         key = (prefix + where).lstrip(".")
         extra = ""
         unknown = re.fullmatch(r"Object contains unknown field `(.*)`", detail, re.DOTALL)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import signal
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from sidecar_runtime import ConfigError, Duration, Signal
-from sidecar_runtime._config import Config, load_config
+from sidecar_runtime._config import Config, decode_struct, load_config
 from sidecar_runtime._plugins import load_plugins
 
 NO_ENV: dict[str, str] = {}
@@ -475,3 +477,36 @@ def test_embedded_default_tree_matches_its_toml_text() -> None:
     assert load_config(None, environ={}) == load_config(
         None, environ={}, defaults=DEFAULT_CONFIG_TOML
     )
+
+
+class _Endpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    port: int
+
+
+class _Tables(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    upstreams: dict[str, _Endpoint] = {}
+    groups: list[dict[str, _Endpoint]] = []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"upstreams": {"app": {"port": 1}, "db": {"port": 2, "host": "x"}}},
+            "config: plugins.p.upstreams.db.host: unknown key",
+        ),
+        (
+            {"upstreams": {"app": {"port": "eighty"}, "db": {"port": 2}}},
+            "config: plugins.p.upstreams.app.port: Expected `int`, got `str` (got 'eighty')",
+        ),
+        (
+            {"groups": [{"a": {"port": 1}}, {"b b": {"port": None}}]},
+            "config: plugins.p.groups[1]['b b'].port: Expected `int`, got `null`",
+        ),
+    ],
+)
+def test_errors_in_a_table_of_tables_name_its_key(data: dict[str, Any], message: str) -> None:
+    """msgspec writes a table's key as `[...]`; the error names the entry instead."""
+    with pytest.raises(ConfigError) as caught:
+        decode_struct(data, _Tables, prefix=".plugins.p")
+    assert str(caught.value) == message
