@@ -106,7 +106,7 @@ def test_endpoint_options(tmp_path: Path) -> None:
         ({"const_labels": {"pod-name": "x"}}, r"'pod-name' is not a label name"),
         ({"const_labels": {"__x": "x"}}, r"'__x' is not a label name"),
         ({"const_labels": {"le": "x"}}, r"'le' is reserved"),
-        ({"const_labels": {"pod": 3}}, r"const_labels\[\.\.\.\]: Expected `str`"),
+        ({"const_labels": {"pod": 3}}, r"const_labels\.pod: Expected `str`"),
         ({"collectors": {"gpu": True}}, r"collectors\.gpu: unknown key"),
         ({"listen": "nowhere"}, r"invalid address 'nowhere'"),
         ({"path": "metrics"}, r"path must start with '/'"),
