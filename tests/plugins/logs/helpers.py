@@ -1,8 +1,26 @@
-"""Test doubles shared by the logs plugin's tests: a recording logger and a settable clock."""
+"""Test doubles shared by the logs plugin's tests: a recording logger, a settable clock, and
+running a block as ``nobody`` so file permissions apply to a root test run."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
+
+IS_ROOT = os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def as_nobody() -> Iterator[None]:
+    """Run the block with the effective uid/gid of ``nobody`` (root only), so permissions bite."""
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
 
 
 class RecordingLog:

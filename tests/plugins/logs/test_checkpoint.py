@@ -3,7 +3,6 @@ aside, failing writes retried, stale entries forgotten, the default state direct
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -16,21 +15,7 @@ import msgspec
 import pytest
 from sidecar_plugins.logs._checkpoint import CheckpointStore, default_state_dir
 
-from tests.plugins.logs.helpers import Clock, RecordingLog
-
-IS_ROOT = os.geteuid() == 0
-
-
-@contextlib.contextmanager
-def as_nobody() -> Iterator[None]:
-    """Run the block with the effective uid/gid of ``nobody`` (root only), so permissions bite."""
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
+from tests.plugins.logs.helpers import IS_ROOT, Clock, RecordingLog, as_nobody
 
 
 @pytest.fixture

@@ -25,9 +25,7 @@ from sidecar_plugins.logs._tail import TAIL_EVENT_DOCS, TAIL_KEY_DOCS, FileTaile
 
 from sidecar_runtime import ConfigError, Duration
 from sidecar_runtime._config import decode_struct
-from tests.plugins.logs.helpers import Clock, RecordingLog
-
-IS_ROOT = os.geteuid() == 0
+from tests.plugins.logs.helpers import IS_ROOT, Clock, RecordingLog, as_nobody
 
 
 class Rig:
@@ -90,18 +88,6 @@ def open_fds_to(path: Path) -> list[str]:
             if target.removesuffix(" (deleted)") == str(path):
                 found.append(target)
     return found
-
-
-@contextlib.contextmanager
-def as_nobody() -> Iterator[None]:
-    """Run the block with the effective uid/gid of ``nobody`` (root only), so permissions bite."""
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 @pytest.fixture
